@@ -1,0 +1,30 @@
+# make demo   set up, then run the embedded default experiment
+# make test   set up, then run the default (fast) test suite
+VENV ?= .venv
+PYTEST = $(VENV)/bin/python -m pytest
+
+.PHONY: setup demo test test-slow test-cuda bench lint clean
+
+setup:
+	scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/wavelens run specs/demo.yaml
+
+test: setup
+	$(PYTEST)
+
+test-slow: setup
+	$(PYTEST) -m slow
+
+test-cuda: setup
+	$(PYTEST) -m cuda
+
+bench: setup
+	$(PYTEST) tests/benchmarks --benchmark-only
+
+lint: setup
+	$(VENV)/bin/ruff check framework plugins tests examples
+
+clean:
+	rm -rf runs .pytest_cache .benchmarks

@@ -1,0 +1,201 @@
+"""The ``wavelens`` command line.
+
+    wavelens plugins [--json] [--file PLUGIN.py]   list loaded plugins
+    wavelens plugins show NAME                     one plugin's parameters
+    wavelens validate SPEC [--set K=V]             check a spec without running it
+    wavelens run SPEC [--set K=V] [--print]        run (or resume) an experiment
+    wavelens report RUN_DIR                        rebuild a run's report
+
+Global options: ``--disable NAME`` (repeatable; adds to $WAVELENS_DISABLE_PLUGINS).
+Exit status: 0 success, 2 a problem the user can fix (spec, plugin, device), 130
+interrupted (run again to resume), 1 an unexpected error (a bug: please report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic.fields import FieldInfo
+from rich.markup import escape
+from rich.table import Table
+
+from .console import console
+from .errors import RunInterrupted, WavelensError
+from .plugins import DISABLE_ENV, PluginRegistry, disabled_from_env
+
+PLUGINS_JSON_FORMAT = "wavelens-plugins"
+PLUGINS_JSON_VERSION = 1
+
+
+def _disabled(args: argparse.Namespace) -> set[str]:
+    return disabled_from_env() | set(args.disable or [])
+
+
+def _registry(args: argparse.Namespace, files: list[Path] | None = None) -> PluginRegistry:
+    return PluginRegistry.discover(files=files or [], disabled=_disabled(args))
+
+
+def plugins_document(registry: PluginRegistry) -> dict[str, Any]:
+    """The document ``wavelens plugins --json`` prints (see docs/specs.md)."""
+    return {
+        "format": PLUGINS_JSON_FORMAT,
+        "format_version": PLUGINS_JSON_VERSION,
+        "plugins": [c.describe() for c in registry.all()],
+    }
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args, [Path(f) for f in args.file or []])
+    for name in sorted(registry.unused_disables()):
+        console.print(f"[yellow]warning:[/] --disable {escape(name)} matched no plugin")
+    if args.plugins_command == "show":
+        return _show_plugin(registry, args.name)
+    if args.json:
+        sys.stdout.write(json.dumps(plugins_document(registry), indent=2, sort_keys=True) + "\n")
+        return 0
+    table = Table(title="wavelens plugins")
+    for column in ("kind", "name", "description", "source", "version"):
+        table.add_column(column)
+    for item in registry.all():
+        table.add_row(*(escape(str(cell)) for cell in (
+            item.kind, item.name, item.contribution.description, item.source, item.version)))
+    console.print(table)
+    return 0
+
+
+def _type_name(field: FieldInfo) -> str:
+    annotation = field.annotation
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _show_plugin(registry: PluginRegistry, name: str) -> int:
+    item = registry.find(name)
+    if item is None:
+        known = registry.names()
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise WavelensError(f"no plugin named {name!r}{hint} (see `wavelens plugins`)")
+    console.print(f"[bold]{item.name}[/] ({item.kind}) — {escape(item.contribution.description)}")
+    console.print(f"source: {escape(str(item.source))}   version: {escape(item.version)}")
+    table = Table(title="params")
+    for column in ("name", "type", "default", "description"):
+        table.add_column(column)
+    for field_name, field in item.params.model_fields.items():
+        default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        table.add_row(*(escape(cell) for cell in (
+            field_name, _type_name(field), default, field.description or "")))
+    console.print(table)
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    from .spec import load_spec
+
+    return load_spec(args.spec, overrides=args.set or [], disabled=_disabled(args))
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    resolved = _load(args)
+    parts = ", ".join(f"{path}={c.plugin.name}" for path, c in resolved.components.items())
+    console.print(f"[green]valid:[/] {escape(str(args.spec))} ({escape(parts or 'no components')})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    resolved = _load(args)
+    if args.print:
+        sys.stdout.write(yaml.safe_dump(resolved.to_dict(), sort_keys=False, allow_unicode=True))
+        return 0
+    from .run import Run
+
+    run = Run(resolved, runs_dir=args.runs_dir, fresh=args.fresh)
+    directory = run.execute()
+    table = Table(title=escape(f"{resolved.spec.name}: {directory}"))
+    table.add_column("stage")
+    table.add_column("outcome")
+    for stage, outcome in run.outcomes.items():
+        table.add_row(escape(stage), escape(outcome))
+    console.print(table)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    for path in write_report(Path(args.run_dir)):
+        console.print(f"wrote {escape(str(path))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wavelens", description="Interpret and enhance speech CNNs with plugins."
+    )
+    parser.add_argument(
+        "--disable", action="append", metavar="NAME",
+        help=f"disable a plugin or contribution by name (also ${DISABLE_ENV}=a,b)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    plugins = commands.add_parser("plugins", help="list loaded plugins")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument("--file", action="append", metavar="PLUGIN.py",
+                         help="also load a local plugin file")
+    plugins.set_defaults(func=_cmd_plugins, plugins_command=None)
+    plugin_commands = plugins.add_subparsers(dest="plugins_command")
+    show = plugin_commands.add_parser("show", help="show one plugin's parameters")
+    show.add_argument("name")
+
+    def add_spec_arguments(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("spec", type=Path, help="the experiment spec (YAML)")
+        sub.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                         help="override a spec value, e.g. --set train.steps=200")
+
+    validate = commands.add_parser("validate", help="check a spec without running it")
+    add_spec_arguments(validate)
+    validate.set_defaults(func=_cmd_validate)
+
+    run = commands.add_parser("run", help="run or resume an experiment")
+    add_spec_arguments(run)
+    run.add_argument("--print", action="store_true", help="print the resolved spec and exit")
+    run.add_argument("--fresh", action="store_true",
+                     help="start a new run directory and reuse no earlier stage")
+    run.add_argument("--runs-dir", type=Path, default=None,
+                     help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
+    run.set_defaults(func=_cmd_run)
+
+    report = commands.add_parser("report", help="rebuild a run's report from its artefacts")
+    report.add_argument("run_dir", type=Path)
+    report.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RunInterrupted as exc:
+        console.print(
+            f"[yellow]interrupted:[/] {escape(str(exc))}; run the same command again to resume",
+            soft_wrap=True,
+        )
+        return 130
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    except WavelensError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Atomic file writes and checkpoints.
+
+Everything a run writes goes through these helpers: the data is written to a
+temporary file in the destination's folder and renamed over the destination, so a
+reader (or a later run) sees either the old file or the complete new one, never a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+__all__ = [
+    "atomic_write",
+    "write_text",
+    "write_json",
+    "read_json",
+    "save_torch",
+    "CheckpointManager",
+]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; rename it to ``path`` on success.
+
+    On an exception (including KeyboardInterrupt) the temporary file is removed and
+    ``path`` is left as it was.
+    """
+    if mode not in {"w", "wb"}:
+        raise ValueError(f"atomic_write supports modes 'w' and 'wb', not {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+class CheckpointManager:
+    """Numbered checkpoints in one folder: atomic saves, keep the last ``keep``.
+
+    Files are named ``ckpt-<step>.pt`` (step zero-padded so names sort by step).
+    ``latest()`` returns the newest complete checkpoint, so a training loop resumes
+    with::
+
+        manager = CheckpointManager(ctx.workdir / "checkpoints", keep=3)
+        found = manager.latest()
+        if found is not None:
+            step, state = found
+            ...restore from state...
+    """
+
+    _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def steps(self) -> list[int]:
+        """Steps of the checkpoints on disk, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = (self._NAME.match(p.name) for p in self.directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"ckpt-{step:09d}.pt"
+
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        """Save ``state`` as the checkpoint of ``step`` and prune old ones."""
+        target = self.path(step)
+        save_torch(target, state)
+        for old in self.steps()[: -self.keep]:
+            self.path(old).unlink(missing_ok=True)
+        return target
+
+    def latest(self, map_location: str | torch.device = "cpu") -> tuple[int, dict] | None:
+        """The newest checkpoint as ``(step, state)``, or None when there is none."""
+        steps = self.steps()
+        if not steps:
+            return None
+        step = steps[-1]
+        state = torch.load(self.path(step), map_location=map_location, weights_only=False)
+        return step, state

@@ -1,0 +1,423 @@
+"""Loading plugins and collecting what they contribute.
+
+Load order (documented in docs/architecture.md):
+
+1. **Built-ins** listed in ``registry.yaml`` (each entry: name, kind, module), in file
+   order. Each module is registered under its dotted module path.
+2. **Third-party packages** through the entry-point group ``wavelens.plugins``, in
+   the order ``importlib.metadata`` reports them; each is registered under its
+   entry-point name.
+3. **Local plugin files** a spec names (``plugins: [./my_cnn.py]``, relative to the
+   spec), in spec order; each is registered under ``file:<stem>``.
+
+Then ``check_pending()`` rejects functions marked ``@hookimpl`` that match no hook,
+and every plugin's hooks are called once to collect its contributions. Names are
+unique across all plugins and kinds.
+
+Disabling: ``WAVELENS_DISABLE_PLUGINS=a,b`` (or ``wavelens --disable a``) skips the
+plugins or contributions with those names; a disabled built-in module is not even
+imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pluggy
+import yaml
+from pydantic import BaseModel
+
+from . import hookspecs
+from .contributions import KINDS, NAME_PATTERN, Contribution, Kind
+from .errors import PluginError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "DISABLE_ENV",
+    "PluginSource",
+    "LoadedContribution",
+    "PluginRegistry",
+    "find_registry_file",
+    "disabled_from_env",
+]
+
+ENTRY_POINT_GROUP = "wavelens.plugins"
+DISABLE_ENV = "WAVELENS_DISABLE_PLUGINS"
+REGISTRY_ENV = "WAVELENS_REGISTRY"
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """Where a plugin came from: ``builtin`` (module path), ``entry_point``
+    (``name = value`` and its distribution) or ``file`` (absolute path)."""
+
+    type: Literal["builtin", "entry_point", "file"]
+    location: str
+
+    def __str__(self) -> str:
+        label = {"builtin": "built-in module", "entry_point": "entry point", "file": "file"}
+        return f"{label[self.type]} {self.location}"
+
+
+@dataclass(frozen=True)
+class LoadedContribution:
+    """A contribution together with its kind, plugin, source and version."""
+
+    kind: Kind
+    contribution: Contribution
+    plugin: str
+    source: PluginSource
+    version: str
+
+    @property
+    def name(self) -> str:
+        return self.contribution.name
+
+    @property
+    def params(self) -> type[BaseModel]:
+        return self.contribution.params
+
+    def describe(self) -> dict[str, Any]:
+        """The stable JSON description used by ``wavelens plugins --json``."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.contribution.description,
+            "plugin": self.plugin,
+            "source": {"type": self.source.type, "location": self.source.location},
+            "version": self.version,
+            "params_schema": self.params.model_json_schema(),
+        }
+
+
+def find_registry_file() -> Path:
+    """Locate ``registry.yaml``: ``$WAVELENS_REGISTRY``, else beside the ``plugins``
+    package (an installed wheel), else the repository top (a source checkout).
+
+    The ``plugins`` package is located without importing it.
+    """
+    override = os.environ.get(REGISTRY_ENV)
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("plugins")
+    if spec is None or not spec.submodule_search_locations:
+        raise PluginError(
+            "cannot find the built-in 'plugins' package; is wavelens installed "
+            f"(pip install -e .)? Set {REGISTRY_ENV} to a registry.yaml to override."
+        )
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    for candidate in (package_dir / "registry.yaml", package_dir.parent / "registry.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise PluginError(f"no registry.yaml beside {package_dir}")
+
+
+def disabled_from_env() -> set[str]:
+    """Names listed in ``$WAVELENS_DISABLE_PLUGINS`` (comma-separated)."""
+    raw = os.environ.get(DISABLE_ENV, "")
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("wavelens")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _import_failure(what: str, exc: BaseException) -> PluginError:
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return PluginError(
+        f"{what} failed to import: {detail}\n"
+        f"  (disable it with {DISABLE_ENV}=<name> or --disable <name> to run without it)"
+    )
+
+
+class PluginRegistry:
+    """The loaded plugins and their contributions.
+
+    Build one with :meth:`discover`; look contributions up with :meth:`get`.
+    """
+
+    def __init__(self, disabled: Iterable[str] = ()):
+        self.disabled = set(disabled)
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._sources: dict[str, PluginSource] = {}
+        self._versions: dict[str, str] = {}
+        self._expected_builtins: dict[str, tuple[str, str]] = {}  # name -> (kind, module)
+        self._contributions: dict[str, LoadedContribution] | None = None
+        self._disabled_seen: set[str] = set()
+
+    # -- loading ---------------------------------------------------------------
+
+    @classmethod
+    def discover(
+        cls,
+        files: Iterable[Path] = (),
+        disabled: Iterable[str] | None = None,
+        registry_file: Path | None = None,
+        entry_points: bool = True,
+    ) -> PluginRegistry:
+        """Load built-ins, entry points and ``files`` in the documented order.
+
+        ``disabled`` defaults to the names in ``$WAVELENS_DISABLE_PLUGINS``.
+        """
+        registry = cls(disabled_from_env() if disabled is None else disabled)
+        registry.load_builtins(registry_file or find_registry_file())
+        if entry_points:
+            registry.load_entry_points()
+        for path in files:
+            registry.load_file(path)
+        registry.collect()
+        return registry
+
+    def _register(self, plugin: object, name: str, source: PluginSource, version: str) -> None:
+        if name in self._sources:
+            raise PluginError(
+                f"plugin name {name!r} from {source} is already taken by {self._sources[name]}"
+            )
+        try:
+            self._pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r} from {source} is invalid: {exc}") from None
+        self._sources[name] = source
+        self._versions[name] = version
+        self._contributions = None
+
+    def _is_disabled(self, name: str) -> bool:
+        if name in self.disabled:
+            self._disabled_seen.add(name)
+            return True
+        return False
+
+    def load_builtins(self, registry_file: Path) -> None:
+        """Import and register the modules ``registry_file`` lists."""
+        entries = _read_registry(registry_file)
+        modules: dict[str, list[str]] = {}
+        for entry in entries:
+            self._expected_builtins[entry["name"]] = (entry["kind"], entry["module"])
+            modules.setdefault(entry["module"], []).append(entry["name"])
+        version = _package_version()
+        for module_name, names in modules.items():
+            if self._is_disabled(module_name):
+                continue
+            wanted = [n for n in names if not self._is_disabled(n)]
+            if not wanted:
+                continue
+            source = PluginSource("builtin", module_name)
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:
+                raise _import_failure(
+                    f"built-in plugin {module_name!r} ({registry_file})", exc
+                ) from exc
+            self._register(module, module_name, source, version)
+
+    def load_entry_points(self) -> None:
+        """Import and register the plugins of the ``wavelens.plugins`` group."""
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if self._is_disabled(ep.name):
+                continue
+            dist = ep.dist
+            dist_label = f"{dist.metadata['Name']} {dist.version}" if dist else "unknown package"
+            source = PluginSource("entry_point", f"{ep.name} = {ep.value} ({dist_label})")
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise _import_failure(f"plugin {ep.name!r} from {source}", exc) from exc
+            self._register(plugin, ep.name, source, dist.version if dist else "unknown")
+
+    def load_file(self, path: Path) -> None:
+        """Import a local plugin file and register it as ``file:<stem>``."""
+        path = Path(path).resolve()
+        name = f"file:{path.stem}"
+        if self._is_disabled(name) or self._is_disabled(path.stem):
+            return
+        source = PluginSource("file", str(path))
+        if not path.is_file():
+            raise PluginError(f"plugin file {path} does not exist")
+        content = path.read_bytes()
+        digest = hashlib.sha256(content).hexdigest()[:12]
+        module_name = f"wavelens_local_plugins.{path.stem}_{digest}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise PluginError(f"cannot import {source}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise _import_failure(f"plugin {name!r} from {source}", exc) from exc
+        self._register(module, name, source, f"file-{digest}")
+
+    def register(self, plugin: object, name: str, version: str = "0") -> None:
+        """Register an already imported plugin object (for tests and notebooks)."""
+        self._register(plugin, name, PluginSource("file", f"<object {name}>"), version)
+
+    # -- collecting ------------------------------------------------------------
+
+    def collect(self) -> dict[str, LoadedContribution]:
+        """Call every plugin's hooks once; validate and index the contributions."""
+        if self._contributions is not None:
+            return self._contributions
+        try:
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            plugin_name = self._pm.get_name(exc.plugin) if exc.plugin else "?"
+            source = self._sources.get(plugin_name or "", "unknown source")
+            raise PluginError(
+                f"plugin {plugin_name!r} from {source}: {exc}. Hooks are "
+                + ", ".join(hookspecs.HOOK_FOR_KIND.values())
+            ) from None
+
+        found: dict[str, LoadedContribution] = {}
+        for kind in KINDS:
+            caller = getattr(self._pm.hook, hookspecs.HOOK_FOR_KIND[kind])
+            # Reverse pluggy's last-registered-first order so listings follow load order.
+            for impl in reversed(caller.get_hookimpls()):
+                source = self._sources[impl.plugin_name]
+                try:
+                    result = impl.function()
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r} from {source} raised in "
+                        f"{caller.name}(): {type(exc).__name__}: {exc}"
+                    ) from exc
+                items = [result] if isinstance(result, Contribution) else list(result or [])
+                for item in items:
+                    loaded = self._check(item, kind, impl.plugin_name, source)
+                    if loaded is None:
+                        continue
+                    if loaded.name in found:
+                        other = found[loaded.name]
+                        raise PluginError(
+                            f"duplicate plugin name {loaded.name!r}: the {kind} from "
+                            f"{source} and the {other.kind} from {other.source}. "
+                            f"Disable one with {DISABLE_ENV}=<plugin name>."
+                        )
+                    found[loaded.name] = loaded
+        self._check_registry_complete(found)
+        self._contributions = found
+        return found
+
+    def _check(
+        self, item: Any, kind: Kind, plugin: str, source: PluginSource
+    ) -> LoadedContribution | None:
+        where = f"plugin {plugin!r} from {source}"
+        if not isinstance(item, Contribution):
+            raise PluginError(
+                f"{where} returned {type(item).__name__} from its {kind} hook; "
+                "expected framework.Contribution"
+            )
+        if not isinstance(item.name, str) or not NAME_PATTERN.match(item.name):
+            raise PluginError(
+                f"{where}: contribution name {item.name!r} must be lowercase letters, "
+                "digits and underscores, starting with a letter"
+            )
+        if not (isinstance(item.params, type) and issubclass(item.params, BaseModel)):
+            raise PluginError(f"{where}: {item.name}.params must be a pydantic model class")
+        if item.params.model_config.get("extra") != "forbid":
+            raise PluginError(
+                f"{where}: {item.name}.params must forbid unknown fields "
+                "(subclass framework.Params, or set model_config extra='forbid')"
+            )
+        if not callable(item.build):
+            raise PluginError(f"{where}: {item.name}.build is not callable")
+        if source.type == "builtin":
+            expected = self._expected_builtins.get(item.name)
+            if expected is None or expected != (kind, source.location):
+                raise PluginError(
+                    f"{where} contributes the {kind} {item.name!r}, which registry.yaml "
+                    f"does not list as a {kind} of {source.location}; registry.yaml is the "
+                    "list of built-ins: add or correct its entry"
+                )
+        if self._is_disabled(item.name):
+            return None
+        version = item.version or self._versions[plugin]
+        return LoadedContribution(kind, item, plugin, source, version)
+
+    def _check_registry_complete(self, found: dict[str, LoadedContribution]) -> None:
+        loaded_modules = {s.location for s in self._sources.values() if s.type == "builtin"}
+        for name, (kind, module) in self._expected_builtins.items():
+            if module in loaded_modules and name not in found and name not in self.disabled:
+                raise PluginError(
+                    f"registry.yaml lists the {kind} {name!r} in {module}, but that module "
+                    f"contributes no {kind} of that name"
+                )
+
+    # -- lookup ----------------------------------------------------------------
+
+    def all(self) -> list[LoadedContribution]:
+        """Every contribution, sorted by kind (in hook order) and name."""
+        order = {kind: i for i, kind in enumerate(KINDS)}
+        return sorted(self.collect().values(), key=lambda c: (order[c.kind], c.name))
+
+    def names(self, kind: Kind | None = None) -> list[str]:
+        return [c.name for c in self.all() if kind is None or c.kind == kind]
+
+    def find(self, name: str) -> LoadedContribution | None:
+        return self.collect().get(name)
+
+    def get(self, kind: Kind, name: str) -> LoadedContribution:
+        """The contribution ``name`` of ``kind``; PluginError with suggestions otherwise."""
+        found = self.find(name)
+        if found is not None and found.kind == kind:
+            return found
+        raise PluginError(self.unknown_message(kind, name))
+
+    def unknown_message(self, kind: Kind, name: str) -> str:
+        """Explain that ``name`` is not a ``kind`` plugin, suggesting close names."""
+        found = self.find(name)
+        if found is not None:
+            return f"{name!r} is a {found.kind} plugin, not a {kind} plugin"
+        known = self.names(kind)
+        close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+        message = f"unknown {kind} plugin {name!r}"
+        if close:
+            message += "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+        if name in self.disabled:
+            message += f" (it is disabled by {DISABLE_ENV} or --disable)"
+        message += f" (known {kind} plugins: {', '.join(known) or 'none'})"
+        return message
+
+    def unused_disables(self) -> set[str]:
+        """Disabled names that matched no plugin or contribution."""
+        return self.disabled - self._disabled_seen
+
+    def plugin_sources(self) -> dict[str, str]:
+        """Every registered plugin's name mapped to its source, for run records."""
+        return {name: str(source) for name, source in self._sources.items()}
+
+
+def _read_registry(path: Path) -> list[dict[str, str]]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PluginError(f"cannot read the plugin registry {path}: {exc}") from None
+    entries = data.get("plugins") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise PluginError(f"{path}: expected a top-level 'plugins:' list")
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"{path}: plugins.{index}"
+        if not isinstance(entry, dict) or set(entry) != {"name", "kind", "module"}:
+            raise PluginError(f"{where}: each entry needs exactly name, kind and module")
+        if entry["kind"] not in KINDS:
+            raise PluginError(f"{where}: kind {entry['kind']!r} is not one of {', '.join(KINDS)}")
+        if entry["name"] in seen:
+            raise PluginError(f"{where}: duplicate name {entry['name']!r}")
+        seen.add(entry["name"])
+    return entries

@@ -1,0 +1,595 @@
+"""Executing a resolved spec, stage by stage, into a run directory.
+
+Lifecycle (see docs/architecture.md for the diagram)::
+
+    data → model (load weights and/or train) → probe.N → statistics.N → metrics → report
+
+Each stage has a **key**: a hash of its plugin, plugin version, params, the spec's
+seed and precision, and the keys of the stages it reads. A stage whose folder holds
+a ``stage.json`` with the same key is reused, not recomputed; so is a finished stage
+with the same key in an earlier run of the same experiment (hard-linked in). While a
+stage runs it writes into ``stages/<name>.partial/``; that folder survives an
+interruption (a training stage resumes from its checkpoints there) and is renamed to
+``stages/<name>/`` only when the stage has finished, so a half-done stage is never
+mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .components import DataSplits, Metric, Model, StageContext, StageOutput
+from .console import get_logger, progress
+from .device import Placement, resolve_placement
+from .errors import RunInterrupted, StageError, WavelensError
+from .io import read_json, write_json, write_text
+from .spec import ResolvedComponent, ResolvedSpec
+
+__all__ = ["Run", "StagePlan", "seed_everything", "default_runs_dir"]
+
+RUNS_ENV = "WAVELENS_RUNS_DIR"
+STAGE_RECORD = "stage.json"
+KEY_FILE = ".key"
+
+
+def default_runs_dir() -> Path:
+    """``$WAVELENS_RUNS_DIR`` or ``./runs``."""
+    return Path(os.environ.get(RUNS_ENV, "runs"))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _hash(data: Any) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class StagePlan:
+    """One stage of a run: what it runs and which stages it reads."""
+
+    name: str  # data, model, probe.0, statistics.1, metrics
+    kind: str  # data, model, probe, statistics, metrics
+    components: list[ResolvedComponent]
+    depends_on: list[str]
+    extra_key: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+
+
+def plan_stages(resolved: ResolvedSpec) -> list[StagePlan]:
+    """The stages a spec declares, in execution order, with their keys."""
+    spec = resolved.spec
+    plans: list[StagePlan] = []
+    data = resolved.component("data")
+    model = resolved.component("model")
+    upstream_data = ["data"] if data else []
+    if data:
+        plans.append(StagePlan("data", "data", [data], []))
+    if model:
+        extra: dict[str, Any] = {"train": spec.train.model_dump() if spec.train else None}
+        if spec.model and spec.model.weights is not None:
+            weights = spec.model.weights
+            extra["weights_sha256"] = _file_digest(weights) if weights.is_file() else None
+        plans.append(StagePlan("model", "model", [model], upstream_data, extra))
+    probes = resolved.components_of("probe")
+    for probe in probes:
+        plans.append(StagePlan(probe.path, "probe", [probe], [*upstream_data, "model"]))
+    for statistic in resolved.components_of("statistics"):
+        plans.append(StagePlan(statistic.path, "statistics", [statistic], [p.path for p in probes]))
+    metrics = resolved.components_of("metrics")
+    if metrics:
+        extra = {"evaluation": spec.evaluation.model_dump()}
+        plans.append(StagePlan("metrics", "metrics", metrics, [*upstream_data, "model"], extra))
+
+    keys: dict[str, str] = {}
+    for plan in plans:
+        plan.key = _hash(
+            {
+                "stage": plan.name,
+                "components": [
+                    {**c.to_dict(), "version": c.plugin.version} for c in plan.components
+                ],
+                "extra": plan.extra_key,
+                "seed": spec.seed,
+                "precision": spec.precision,
+                "inputs": {dep: keys[dep] for dep in plan.depends_on},
+            }
+        )
+        keys[plan.name] = plan.key
+    return plans
+
+
+def _git_revision() -> dict[str, Any]:
+    """The git revision of the wavelens source tree (if it is a checkout)."""
+    top = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(top), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(top), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None}
+    return {"revision": rev, "dirty": bool(dirty)}
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            versions[name] = dist.version
+    return dict(sorted(versions.items(), key=lambda kv: kv[0].lower()))
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into RunInterrupted so the run stops cleanly (main thread only)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted(f"received signal {signal.Signals(signum).name}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy a folder by hard links (files are never modified in place), or by copy."""
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+class Run:
+    """One execution of a resolved spec in its run directory.
+
+    ``Run(resolved).execute()`` picks the directory: the newest run of the same
+    experiment whose spec and plugin versions hash the same (so a re-run resumes
+    it), or a new ``runs/<name>/<timestamp>-<hash>/``. ``fresh=True`` always starts
+    a new directory and reuses nothing.
+    """
+
+    def __init__(
+        self,
+        resolved: ResolvedSpec,
+        runs_dir: Path | None = None,
+        fresh: bool = False,
+        placement: Placement | None = None,
+    ):
+        self.resolved = resolved
+        self.spec = resolved.spec
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        self.fresh = fresh
+        self.plans = plan_stages(resolved)
+        # Resolving the device first means a bad device fails before anything is written.
+        self.placement = placement or resolve_placement(self.spec.device, self.spec.precision)
+        self.run_hash = _hash(
+            {
+                "spec": resolved.digest(),
+                "stages": [plan.key for plan in self.plans],
+            }
+        )[:8]
+        self.experiment_dir = self.runs_dir / self.spec.name
+        self.directory = self._choose_directory()
+        self.log = get_logger("run")
+        self._cache: dict[str, Any] = {}
+        self.outcomes: dict[str, str] = {}
+
+    # -- directories ---------------------------------------------------------------
+
+    def _choose_directory(self) -> Path:
+        if not self.fresh:
+            same = sorted(self.experiment_dir.glob(f"*-{self.run_hash}"))
+            if same:
+                return same[-1]
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        candidate = self.experiment_dir / f"{stamp}-{self.run_hash}"
+        count = 1
+        while candidate.exists():  # --fresh twice within a second
+            count += 1
+            candidate = self.experiment_dir / f"{stamp}.{count}-{self.run_hash}"
+        return candidate
+
+    def stage_dir(self, name: str) -> Path:
+        return self.directory / "stages" / name
+
+    def _finished(self, directory: Path, key: str) -> bool:
+        record = directory / STAGE_RECORD
+        if not record.is_file():
+            return False
+        try:
+            return read_json(record).get("key") == key
+        except (OSError, ValueError):
+            return False
+
+    def _earlier_finished(self, plan: StagePlan) -> Path | None:
+        """A finished stage with the same key in another run of this experiment."""
+        if self.fresh or not self.experiment_dir.is_dir():
+            return None
+        for other in sorted(self.experiment_dir.iterdir(), reverse=True):
+            if other == self.directory:
+                continue
+            candidate = other / "stages" / plan.name
+            if self._finished(candidate, plan.key):
+                return candidate
+        return None
+
+    # -- upstream access for stages -----------------------------------------------
+
+    def _component(self, path: str) -> Any:
+        cache_key = f"component:{path}"
+        if cache_key not in self._cache:
+            self._cache[cache_key] = self.resolved.components[path].build()
+        return self._cache[cache_key]
+
+    def _dataset(self) -> DataSplits:
+        if "dataset" not in self._cache:
+            self._cache["dataset"] = self._component("data").load(self.stage_dir("data"))
+        return self._cache["dataset"]
+
+    def _model(self) -> Model:
+        return self._component("model")
+
+    def _network(self) -> torch.nn.Module:
+        if "network" not in self._cache:
+            model = self._model()
+            network = model.network()
+            model.load_weights(network, self.stage_dir("model") / "model.pt")
+            self._cache["network"] = network.to(self.placement.device).eval()
+        return self._cache["network"]
+
+    def _upstream(self, kind: str) -> list[StageOutput]:
+        return [
+            StageOutput(plan.name, plan.components[0].plugin.name, self.stage_dir(plan.name))
+            for plan in self.plans
+            if plan.kind == kind and self._finished(self.stage_dir(plan.name), plan.key)
+        ]
+
+    def _context(self, plan: StagePlan, workdir: Path) -> StageContext:
+        has_data = self.resolved.component("data") is not None
+        has_model = self.resolved.component("model") is not None
+        return StageContext(
+            stage=plan.name,
+            workdir=workdir,
+            placement=self.placement,
+            seed=self._stage_seed(plan.name),
+            log=self.log,
+            spec_dir=self.resolved.spec_dir,
+            _dataset=self._dataset if has_data else None,
+            _network=self._network if has_model else None,
+            _model=self._model if has_model else None,
+            _upstream=self._upstream,
+            _progress=progress,
+        )
+
+    def _stage_seed(self, stage: str) -> int:
+        # Each stage's seed depends only on the spec seed and its name, so a stage
+        # computes the same whether or not the stages before it were reused.
+        return int(hashlib.sha256(f"{self.spec.seed}:{stage}".encode()).hexdigest()[:8], 16)
+
+    # -- executing -----------------------------------------------------------------
+
+    def _write_metadata(self, status: str, **extra: Any) -> None:
+        record_path = self.directory / "run.json"
+        record = read_json(record_path) if record_path.is_file() else {}
+        if not record:
+            record = {
+                "name": self.spec.name,
+                "run_hash": self.run_hash,
+                "spec_digest": self.resolved.digest(),
+                "spec_source": self.resolved.source,
+                "seed": self.spec.seed,
+                "created": _now(),
+                "python": sys.version.split()[0],
+                "platform": platform.platform(),
+                "git": _git_revision(),
+                "device": self.placement.describe(),
+                "plugins": {
+                    c.path: {"plugin": c.plugin.name, "version": c.plugin.version,
+                             "source": str(c.plugin.source)}
+                    for c in self.resolved.components.values()
+                },
+                "stages": [
+                    {"name": p.name, "kind": p.kind, "key": p.key,
+                     "plugins": [c.plugin.name for c in p.components]}
+                    for p in self.plans
+                ],
+                "report_formats": self.spec.report.formats,
+            }
+        record.update(status=status, updated=_now(), **extra)
+        write_json(record_path, record)
+
+    def _prepare_directory(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "stages").mkdir(exist_ok=True)
+        write_text(
+            self.directory / "spec.yaml",
+            yaml.safe_dump(self.resolved.to_dict(), sort_keys=False, allow_unicode=True),
+        )
+        if not (self.directory / "environment.json").is_file():
+            write_json(self.directory / "environment.json", {"packages": _package_versions()})
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock_path = self.directory / "run.lock"
+        handle = open(lock_path, "w")  # noqa: SIM115 - held for the whole run
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WavelensError(
+                    f"another wavelens process is running in {self.directory}; wait for it "
+                    "or use --fresh for a separate run"
+                ) from None
+            yield
+        finally:
+            handle.close()
+
+    @contextlib.contextmanager
+    def _file_log(self) -> Iterator[None]:
+        handler = logging.FileHandler(self.directory / "run.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = get_logger()
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+
+    def execute(self) -> Path:
+        """Run every stage that is not already finished; write the report.
+
+        Returns the run directory. Raises :class:`RunInterrupted` on SIGINT/SIGTERM
+        (running again resumes), and re-raises a stage's error after recording it.
+        """
+        self._prepare_directory()
+        with self._locked(), self._file_log(), _interrupt_on_sigterm():
+            self.log.info("run directory: %s", self.directory)
+            self.log.info("device: %s (%s)", self.placement.device, self.placement.precision)
+            self._write_metadata("running", pid=os.getpid())
+            current = None
+            try:
+                for plan in self.plans:
+                    current = plan.name
+                    self._execute_stage(plan)
+                current = "report"
+                self._write_metadata("complete", finished=_now(), pid=None)
+                from .report import write_report
+
+                written = write_report(self.directory)
+                for path in written:
+                    self.log.info("report: %s", path)
+            except (KeyboardInterrupt, RunInterrupted) as exc:
+                reason = str(exc) or "interrupted by the user"
+                self._write_metadata("interrupted", stage=current, reason=reason, pid=None)
+                self.log.warning(
+                    "interrupted during stage %s (%s); run the same command again to resume",
+                    current, reason,
+                )
+                raise RunInterrupted(f"stage {current}: {reason}") from None
+            except BaseException as exc:
+                self._write_metadata(
+                    "failed", stage=current, error=f"{type(exc).__name__}: {exc}", pid=None
+                )
+                with open(self.directory / "run.log", "a", encoding="utf-8") as log_file:
+                    traceback.print_exc(file=log_file)
+                raise
+        return self.directory
+
+    def _execute_stage(self, plan: StagePlan) -> None:
+        final = self.stage_dir(plan.name)
+        if self._finished(final, plan.key):
+            self.outcomes[plan.name] = "reused"
+            self.log.info("stage %s: finished earlier, reused", plan.name)
+            return
+        earlier = self._earlier_finished(plan)
+        if earlier is not None:
+            _remove(final)
+            _link_tree(earlier, final.with_name(final.name + ".linking"))
+            os.replace(final.with_name(final.name + ".linking"), final)
+            self.outcomes[plan.name] = f"reused from {earlier.parent.parent.name}"
+            self.log.info("stage %s: reused from %s", plan.name, earlier.parent.parent)
+            return
+
+        partial = final.with_name(final.name + ".partial")
+        key_file = partial / KEY_FILE
+        if partial.is_dir() and key_file.is_file() and key_file.read_text() == plan.key:
+            self.log.info("stage %s: resuming from %s", plan.name, partial)
+        else:
+            _remove(partial)
+            partial.mkdir(parents=True)
+            write_text(key_file, plan.key)
+
+        ctx = self._context(plan, partial)
+        seed_everything(ctx.seed)
+        self.log.info("stage %s: running %s", plan.name,
+                      ", ".join(c.plugin.name for c in plan.components))
+        started = time.perf_counter()
+        summary = STAGE_RUNNERS[plan.kind](self, plan, ctx) or {}
+        duration = time.perf_counter() - started
+
+        write_json(
+            partial / STAGE_RECORD,
+            {
+                "stage": plan.name,
+                "kind": plan.kind,
+                "key": plan.key,
+                "plugins": [
+                    {"name": c.plugin.name, "version": c.plugin.version} for c in plan.components
+                ],
+                "seed": ctx.seed,
+                "finished": _now(),
+                "duration_s": round(duration, 3),
+                "summary": summary,
+            },
+        )
+        if final.exists():
+            stale = final.with_name(f"{final.name}.stale-{os.getpid()}")
+            os.replace(final, stale)
+            _remove(stale)
+        os.replace(partial, final)
+        self.outcomes[plan.name] = "computed"
+        self.log.info("stage %s: done in %.1f s", plan.name, duration)
+
+
+# -- what each kind of stage does ------------------------------------------------------
+
+
+def _run_data(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
+    dataset = run._component("data")
+    dataset.prepare(ctx)
+    splits = dataset.load(ctx.workdir)
+    return {"splits": {name: len(split) for name, split in splits.items()}}
+
+
+def _run_model(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
+    model: Model = run._component("model")
+    network = model.network()
+    weights = run.spec.model.weights if run.spec.model else None
+    if weights is not None:
+        try:
+            model.load_weights(network, weights)
+        except Exception as exc:
+            raise StageError(
+                f"cannot load model.weights {weights} into {plan.components[0].plugin.name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        ctx.log.info("loaded weights from %s", weights)
+    if run.spec.train is not None:
+        network.to(run.placement.device)
+        network.train()
+        model.train(network, ctx, run.spec.train)
+    elif weights is None:
+        ctx.log.warning("model has neither weights nor a train section: using it untrained")
+    network.to("cpu")
+    model.save_weights(network, ctx.workdir / "model.pt")
+    n_params = sum(p.numel() for p in network.parameters())
+    return {"parameters": n_params, "trained": run.spec.train is not None,
+            "weights": str(weights) if weights else None}
+
+
+def _run_component(run: Run, plan: StagePlan, ctx: StageContext) -> None:
+    run._component(plan.name).run(ctx)
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
+    evaluation = run.spec.evaluation
+    splits = ctx.dataset()
+    if evaluation.split not in splits:
+        raise StageError(
+            f"evaluation.split is {evaluation.split!r}, but the data has the splits "
+            f"{', '.join(splits)}"
+        )
+    model, network = ctx.model(), ctx.network()
+    metrics: list[tuple[str, Metric]] = [(c.path, run._component(c.path)) for c in plan.components]
+    loader = torch.utils.data.DataLoader(
+        splits[evaluation.split], batch_size=evaluation.batch_size, shuffle=False
+    )
+    with torch.no_grad(), run.placement.autocast():
+        for batch in ctx.progress(loader, total=len(loader), description="metrics"):
+            preds, target = model.predict(network, batch, ctx)
+            for _, metric in metrics:
+                metric.update(preds, target)
+    results = []
+    for (path, metric), component in zip(metrics, plan.components, strict=True):
+        results.append(
+            {
+                "path": path,
+                "metric": component.plugin.name,
+                "value": _to_jsonable(metric.compute()),
+                "higher_is_better": metric.higher_is_better,
+            }
+        )
+    write_json(ctx.workdir / "metrics.json", {"split": evaluation.split, "results": results})
+    rows = ["| metric | value |", "| --- | --- |"]
+    for result in results:
+        value = result["value"]
+        shown = f"{value:.4f}" if isinstance(value, float) else json.dumps(value)
+        arrow = {True: " ↑", False: " ↓"}.get(result["higher_is_better"], "")
+        rows.append(f"| {result['metric']}{arrow} | {shown} |")
+    ctx.write_report(f"Scored on the `{evaluation.split}` split.\n\n" + "\n".join(rows) + "\n")
+    return {r["metric"]: r["value"] for r in results}
+
+
+STAGE_RUNNERS: dict[str, Callable[[Run, StagePlan, StageContext], Any]] = {
+    "data": _run_data,
+    "model": _run_model,
+    "probe": _run_component,
+    "statistics": _run_component,
+    "metrics": _run_metrics,
+}

@@ -1,0 +1,401 @@
+"""Experiment specs: the envelope models and two-step validation.
+
+A spec is YAML. It is validated in two steps:
+
+1. the **envelope** (:class:`ExperimentSpec`: the keys every spec shares, and each
+   component's ``plugin`` name and raw ``params``), then
+2. each component's ``params`` against the ``Params`` model of the plugin it names.
+
+So a new plugin needs no change to the core. Every problem becomes a
+:class:`~framework.errors.SpecIssue` naming its dotted path and line, collected into
+one :class:`~framework.errors.SpecError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from ._specfile import SpecText, apply_overrides, parse_spec_text, read_spec_file
+from .contributions import Kind
+from .device import DEVICE_PATTERN
+from .errors import PluginError, SpecError, SpecIssue
+from .plugins import LoadedContribution, PluginRegistry
+
+__all__ = [
+    "SPEC_VERSION",
+    "SpecPath",
+    "Component",
+    "ModelComponent",
+    "TrainSpec",
+    "EvaluationSpec",
+    "ReportSpec",
+    "ExperimentSpec",
+    "ResolvedComponent",
+    "ResolvedSpec",
+    "load_spec",
+    "load_spec_text",
+]
+
+SPEC_VERSION = 1
+
+
+def _resolve_against_spec(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("spec_dir")
+    try:
+        value = value.expanduser()
+    except RuntimeError as exc:  # ~user for an unknown user
+        raise ValueError(str(exc)) from None
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return value.resolve() if value.is_absolute() else value
+
+
+SpecPath = Annotated[Path, AfterValidator(_resolve_against_spec)]
+"""A path parameter resolved relative to the spec file's folder. Use it in a
+plugin's ``Params`` for files and folders the spec names."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(_Strict):
+    """``{plugin: NAME, params: {...}}``: one plugin and its parameters."""
+
+    plugin: str = Field(description="the name of a loaded plugin of the right kind")
+    params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
+
+
+class ModelComponent(Component):
+    weights: SpecPath | None = Field(
+        default=None,
+        description="load trained weights from this file instead of (or before) training",
+    )
+
+
+class TrainSpec(_Strict):
+    """How the model stage trains. Model-specific settings live in model.params."""
+
+    steps: PositiveInt = Field(description="optimisation steps (as the model counts them)")
+    batch_size: PositiveInt = 64
+    checkpoint_every: PositiveInt = Field(1000, description="steps between checkpoints")
+    keep_checkpoints: PositiveInt = Field(3, description="how many checkpoints to keep")
+    log_every: PositiveInt = Field(50, description="steps between logged losses")
+
+
+class EvaluationSpec(_Strict):
+    """Which split the metrics stage scores, in batches of what size."""
+
+    split: str = "test"
+    batch_size: PositiveInt = 16
+
+
+class ReportSpec(_Strict):
+    formats: list[Literal["md", "html"]] = Field(default_factory=lambda: ["md", "html"])
+
+
+class ExperimentSpec(_Strict):
+    """The envelope of a spec (documented key by key in docs/specs.md)."""
+
+    spec_version: Literal[1]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    seed: int = 0
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    plugins: list[SpecPath] = Field(default_factory=list)
+    data: Component | None = None
+    model: ModelComponent | None = None
+    train: TrainSpec | None = None
+    probe: list[Component] = Field(default_factory=list)
+    statistics: list[Component] = Field(default_factory=list)
+    metrics: list[Component] = Field(default_factory=list)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @model_validator(mode="after")
+    def _stages_have_inputs(self) -> ExperimentSpec:
+        needs = [
+            ("train", self.train is not None, ("data", "model")),
+            ("probe", bool(self.probe), ("data", "model")),
+            ("metrics", bool(self.metrics), ("data", "model")),
+            ("statistics", bool(self.statistics), ("probe",)),
+        ]
+        for key, present, required in needs:
+            for other in required:
+                if present and not getattr(self, other):
+                    raise ValueError(f"'{key}' needs '{other}' in the same spec")
+        return self
+
+
+# Which kind of plugin each component slot holds.
+SLOTS: dict[str, Kind] = {
+    "data": "dataset",
+    "model": "model",
+    "probe": "probe",
+    "statistics": "statistic",
+    "metrics": "metric",
+}
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """A component whose plugin is known and whose params are validated."""
+
+    path: str  # "model", "probe.0"
+    plugin: LoadedContribution
+    params: BaseModel
+    extra: dict[str, Any] = field(default_factory=dict)  # envelope keys besides plugin/params
+
+    def build(self) -> Any:
+        return self.plugin.contribution.build(self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plugin": self.plugin.name,
+            "params": self.params.model_dump(mode="json"),
+            **{k: str(v) if isinstance(v, Path) else v for k, v in self.extra.items()},
+        }
+
+
+@dataclass
+class ResolvedSpec:
+    """A validated spec: the envelope, every component resolved, and the plugins."""
+
+    spec: ExperimentSpec
+    components: dict[str, ResolvedComponent]
+    registry: PluginRegistry
+    source: str
+    spec_dir: Path
+
+    def component(self, path: str) -> ResolvedComponent | None:
+        return self.components.get(path)
+
+    def components_of(self, slot: str) -> list[ResolvedComponent]:
+        """The components of a list slot (``probe``) or the single one (``model``)."""
+        return [c for p, c in self.components.items() if p.split(".")[0] == slot]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved spec: defaults filled in, paths absolute."""
+        data = self.spec.model_dump(mode="json")
+        for slot in SLOTS:
+            resolved = self.components_of(slot)
+            if slot in ("data", "model"):
+                data[slot] = resolved[0].to_dict() if resolved else None
+            else:
+                data[slot] = [c.to_dict() for c in resolved]
+        return data
+
+    def digest(self) -> str:
+        """A hash of the resolved spec; equal specs give equal digests."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _format_loc(loc: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(str(part) for part in loc)
+
+
+def _issue_message(error: dict[str, Any], model: type[BaseModel] | None) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        message = "unknown field"
+        if model is not None:
+            message += f"; expected one of: {', '.join(model.model_fields)}"
+        return message
+    if kind == "missing":
+        return "required field missing"
+    if kind.startswith("literal_error") or kind == "string_pattern_mismatch":
+        return f"{message} (got {error.get('input')!r})"
+    if "input" in error and not isinstance(error["input"], (dict, list)):
+        return f"{message} (got {error['input']!r})"
+    return message
+
+
+def _issues_from(
+    exc: ValidationError,
+    prefix: tuple[str, ...],
+    text: SpecText,
+    model_at: Any = None,
+) -> list[SpecIssue]:
+    issues = []
+    for error in exc.errors():
+        loc = (*prefix, *_format_loc(error["loc"]))
+        model = model_at(loc) if model_at else None
+        # a failing model validator has an empty loc: point at the mapping itself
+        message = _issue_message(error, model)
+        if error["type"] == "value_error":
+            message = str(error["ctx"].get("error", message)) if "ctx" in error else message
+        issues.append(SpecIssue(".".join(loc), message, text.line_of(loc)))
+    return issues
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation (``list[Component] | None`` → Component)."""
+    try:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+    except TypeError:  # parametrised generics are not classes
+        pass
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
+def _envelope_model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    """The envelope model owning the field at ``loc`` (for 'expected one of')."""
+    model: type[BaseModel] = ExperimentSpec
+    for part in loc[:-1]:
+        if part.isdigit():
+            continue
+        info = model.model_fields.get(part)
+        nested = _models_in(info.annotation) if info is not None else []
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def validate_envelope(text: SpecText, spec_dir: Path) -> ExperimentSpec:
+    """Step 1: validate the keys every spec shares."""
+    data = text.data
+    version = data.get("spec_version")
+    if version is not None and version != SPEC_VERSION:
+        raise SpecError(
+            text.source,
+            [
+                SpecIssue(
+                    "spec_version",
+                    f"this wavelens reads spec_version {SPEC_VERSION}, not {version!r}",
+                    text.line_of(("spec_version",)),
+                )
+            ],
+        )
+    try:
+        return ExperimentSpec.model_validate(data, context={"spec_dir": spec_dir})
+    except ValidationError as exc:
+        raise SpecError(text.source, _issues_from(exc, (), text, _envelope_model_at)) from None
+    except RecursionError:
+        raise SpecError(text.source, [SpecIssue("", "the spec nests too deeply")]) from None
+
+
+def _iter_components(spec: ExperimentSpec) -> Iterator[tuple[str, Kind, Component]]:
+    for slot, kind in SLOTS.items():
+        value = getattr(spec, slot)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                yield f"{slot}.{index}", kind, item
+        else:
+            yield slot, kind, value
+
+
+def resolve_components(
+    spec: ExperimentSpec, text: SpecText, registry: PluginRegistry, spec_dir: Path
+) -> dict[str, ResolvedComponent]:
+    """Step 2: find each component's plugin and validate its params."""
+    issues: list[SpecIssue] = []
+    resolved: dict[str, ResolvedComponent] = {}
+    for path, kind, component in _iter_components(spec):
+        prefix = tuple(path.split("."))
+        try:
+            plugin = registry.get(kind, component.plugin)
+        except PluginError:
+            issues.append(
+                SpecIssue(
+                    f"{path}.plugin",
+                    registry.unknown_message(kind, component.plugin),
+                    text.line_of((*prefix, "plugin")),
+                )
+            )
+            continue
+        try:
+            params = plugin.params.model_validate(
+                component.params, context={"spec_dir": spec_dir}
+            )
+        except ValidationError as exc:
+            issues += _issues_from(
+                exc, (*prefix, "params"), text, lambda _loc, model=plugin.params: model
+            )
+            continue
+        except RecursionError:
+            issues.append(SpecIssue(f"{path}.params", "the params nest too deeply"))
+            continue
+        extra = component.model_dump(exclude={"plugin", "params"})
+        resolved[path] = ResolvedComponent(path, plugin, params, extra)
+    if issues:
+        raise SpecError(text.source, issues)
+    return resolved
+
+
+def _resolve(
+    text: SpecText,
+    spec_dir: Path,
+    overrides: list[str],
+    disabled: Iterable[str] | None,
+    registry_file: Path | None,
+) -> ResolvedSpec:
+    if overrides:
+        text = SpecText(apply_overrides(text.data, overrides), text.lines, text.source)
+    spec = validate_envelope(text, spec_dir)
+    missing = [
+        SpecIssue(f"plugins.{i}", f"plugin file {p} does not exist", text.line_of(("plugins", str(i))))
+        for i, p in enumerate(spec.plugins)
+        if not p.is_file()
+    ]
+    if spec.model is not None and spec.model.weights is not None and not spec.model.weights.is_file():
+        missing.append(
+            SpecIssue("model.weights", f"weights file {spec.model.weights} does not exist",
+                      text.line_of(("model", "weights")))
+        )
+    if missing:
+        raise SpecError(text.source, missing)
+    registry = PluginRegistry.discover(
+        files=spec.plugins, disabled=disabled, registry_file=registry_file
+    )
+    components = resolve_components(spec, text, registry, spec_dir)
+    return ResolvedSpec(spec, components, registry, text.source, spec_dir)
+
+
+def load_spec(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    disabled: Iterable[str] | None = None,
+    registry_file: Path | None = None,
+) -> ResolvedSpec:
+    """Read, override, validate and resolve the spec at ``path``.
+
+    Raises :class:`SpecError` for every problem in the spec itself, and
+    :class:`PluginError` when a plugin cannot be loaded.
+    """
+    path = Path(path)
+    text = read_spec_file(path)
+    return _resolve(text, path.resolve().parent, overrides or [], disabled, registry_file)
+
+
+def load_spec_text(
+    text: str,
+    spec_dir: Path | None = None,
+    overrides: list[str] | None = None,
+    disabled: Iterable[str] | None = None,
+    registry_file: Path | None = None,
+    source: str = "<string>",
+) -> ResolvedSpec:
+    """Like :func:`load_spec`, for YAML text (relative paths resolve in ``spec_dir``)."""
+    parsed = parse_spec_text(text, source)
+    return _resolve(parsed, (spec_dir or Path.cwd()).resolve(), overrides or [], disabled, registry_file)

@@ -1,0 +1,239 @@
+"""Plugin loading: the three ways in, listing, and the errors of each way."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from framework import PluginError, PluginRegistry, Run, load_spec
+from framework.cli import main, plugins_document
+
+from conftest import FIXTURE_PLUGINS, REPO
+
+EP_PLUGIN = """
+    from framework import Contribution, Dataset, Params, hookimpl
+
+    class EpParams(Params):
+        size: int = 3
+
+    class EpData(Dataset):
+        def __init__(self, params):
+            self.params = params
+
+        def load(self, workdir):
+            return {"train": list(range(self.params.size))}
+
+    @hookimpl
+    def wavelens_datasets():
+        return [Contribution("ep_data", EpParams, "from an entry point", EpData)]
+"""
+
+
+def test_builtin_plugins_come_from_registry_yaml():
+    registry = PluginRegistry.discover()
+    tones = registry.get("dataset", "tones")
+    assert tones.source.type == "builtin"
+    assert tones.source.location == "plugins.toy.tones"
+    assert {"tones", "tiny_cnn", "accuracy"} <= set(registry.names())
+
+
+def test_entry_point_plugin_is_listed_and_usable_from_a_spec(entry_point_package, write_spec):
+    entry_point_package("ep_pkg", EP_PLUGIN)
+    registry = PluginRegistry.discover()
+    found = registry.get("dataset", "ep_data")
+    assert found.source.type == "entry_point"
+    assert found.version == "1.2.3"
+    assert "ep_pkg = ep_pkg (ep_pkg 1.2.3)" in found.source.location
+
+    spec = write_spec(
+        """
+        spec_version: 1
+        name: ep
+        data: {plugin: ep_data, params: {size: 5}}
+        """
+    )
+    directory = Run(load_spec(spec)).execute()
+    stage = json.loads((directory / "stages/data/stage.json").read_text())
+    assert stage["summary"]["splits"] == {"train": 5}
+
+
+def test_local_plugin_file_is_listed_and_usable_from_a_spec(recorder_spec, journal):
+    resolved = load_spec(recorder_spec())
+    probe = resolved.component("probe.0").plugin
+    assert probe.source.type == "file"
+    assert probe.source.location == str(FIXTURE_PLUGINS / "recorder.py")
+    assert probe.plugin == "file:recorder"
+    Run(resolved).execute()
+    assert "probe.0 run" in journal()
+
+
+def test_local_plugin_path_is_relative_to_the_spec(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.py").write_text((FIXTURE_PLUGINS / "recorder.py").read_text())
+    spec = tmp_path / "sub" / "spec.yaml"
+    spec.write_text("spec_version: 1\nname: rel\nplugins: [./mine.py]\n"
+                    "data: {plugin: counting_data}\n")
+    resolved = load_spec(spec)
+    assert resolved.component("data").plugin.source.location == str(tmp_path / "sub" / "mine.py")
+
+
+def test_cli_lists_plugins_of_all_three_sources(entry_point_package, capsys):
+    entry_point_package("ep_list", EP_PLUGIN)
+    assert main(["plugins", "--json", "--file", str(FIXTURE_PLUGINS / "recorder.py")]) == 0
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}
+    assert listed["tones"]["source"]["type"] == "builtin"
+    assert listed["ep_data"]["source"]["type"] == "entry_point"
+    assert listed["mean_activation"]["source"]["type"] == "file"
+    assert listed["mean_activation"]["kind"] == "probe"
+
+
+def test_duplicate_contribution_name_is_refused(tmp_path):
+    clash = tmp_path / "clash.py"
+    clash.write_text(textwrap.dedent(EP_PLUGIN).replace('"ep_data"', '"tones"'))
+    with pytest.raises(PluginError) as caught:
+        PluginRegistry.discover(files=[clash])
+    message = str(caught.value)
+    assert "duplicate plugin name 'tones'" in message
+    assert str(clash) in message and "plugins.toy.tones" in message
+
+
+def test_duplicate_plugin_file_name_is_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "same.py").write_text("x = 1\n")
+    with pytest.raises(PluginError, match="'file:same' .* is already taken"):
+        PluginRegistry.discover(files=[tmp_path / "a/same.py", tmp_path / "b/same.py"])
+
+
+def test_hook_without_a_specification_is_refused(tmp_path):
+    bad = tmp_path / "typo_hook.py"
+    bad.write_text(
+        "from framework import hookimpl\n\n@hookimpl\ndef wavelens_model():\n    return []\n"
+    )
+    with pytest.raises(PluginError) as caught:
+        PluginRegistry.discover(files=[bad])
+    message = str(caught.value)
+    assert "file:typo_hook" in message and str(bad) in message
+    assert "wavelens_model" in message and "wavelens_models" in message
+
+
+def test_import_failure_names_the_plugin_and_how_to_disable_it(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_real_module_xyz\n")
+    with pytest.raises(PluginError) as caught:
+        PluginRegistry.discover(files=[broken])
+    message = str(caught.value)
+    assert "file:broken" in message and str(broken) in message
+    assert "No module named 'not_a_real_module_xyz'" in message
+    assert "WAVELENS_DISABLE_PLUGINS" in message
+
+
+def test_entry_point_import_failure_names_the_distribution(entry_point_package):
+    entry_point_package("ep_broken", "raise RuntimeError('kaput')\n")
+    with pytest.raises(PluginError, match=r"'ep_broken' from entry point .*ep_broken 1\.2\.3.*kaput"):
+        PluginRegistry.discover()
+
+
+def test_params_that_allow_unknown_fields_are_refused(tmp_path):
+    lax = tmp_path / "lax.py"
+    lax.write_text(
+        textwrap.dedent(EP_PLUGIN)
+        .replace("from framework import", "from pydantic import BaseModel\nfrom framework import")
+        .replace("class EpParams(Params):", "class EpParams(BaseModel):")
+    )
+    with pytest.raises(PluginError, match="must forbid unknown fields"):
+        PluginRegistry.discover(files=[lax])
+
+
+def test_registry_must_list_every_builtin_contribution(tmp_path):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("plugins:\n  - {name: tones, kind: dataset, module: plugins.toy.tiny_cnn}\n")
+    with pytest.raises(PluginError, match="'tiny_cnn', which registry.yaml does not list"):
+        PluginRegistry.discover(registry_file=registry)
+
+
+def test_registry_entry_without_contribution_is_refused(tmp_path):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "plugins:\n"
+        "  - {name: tones, kind: dataset, module: plugins.toy.tones}\n"
+        "  - {name: ghost, kind: dataset, module: plugins.toy.tones}\n"
+    )
+    with pytest.raises(PluginError, match="lists the dataset 'ghost'"):
+        PluginRegistry.discover(registry_file=registry)
+
+
+def test_disable_by_environment_variable(monkeypatch):
+    monkeypatch.setenv("WAVELENS_DISABLE_PLUGINS", "tones, accuracy")
+    names = PluginRegistry.discover().names()
+    assert "tones" not in names and "accuracy" not in names and "tiny_cnn" in names
+
+
+def test_disabled_builtin_module_is_not_imported(monkeypatch):
+    monkeypatch.delitem(sys.modules, "plugins.toy.tones", raising=False)
+    PluginRegistry.discover(disabled={"plugins.toy.tones"})
+    assert "plugins.toy.tones" not in sys.modules
+
+
+def test_disable_by_cli_flag_and_spec_using_it_explains(write_spec, capsys):
+    spec = write_spec("spec_version: 1\nname: d\ndata: {plugin: tones}\n")
+    assert main(["--disable", "tones", "validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset plugin 'tones'" in err and "disabled" in err
+
+
+def test_disabling_an_entry_point_skips_its_import(entry_point_package):
+    entry_point_package("ep_never", "raise RuntimeError('must not be imported')\n")
+    assert "ep_data" not in PluginRegistry.discover(disabled={"ep_never"}).names()
+
+
+def test_plugins_json_is_stable_and_matches_the_documented_shape(capsys):
+    main(["plugins", "--json"])
+    first = capsys.readouterr().out
+    main(["plugins", "--json"])
+    assert capsys.readouterr().out == first
+    document = json.loads(first)
+    assert set(document) == {"format", "format_version", "plugins"}
+    assert document["format"] == "wavelens-plugins" and document["format_version"] == 1
+    for entry in document["plugins"]:
+        assert set(entry) == {"name", "kind", "description", "plugin", "source", "version",
+                              "params_schema"}
+        assert set(entry["source"]) == {"type", "location"}
+    kinds_order = ["dataset", "model", "probe", "statistic", "metric"]
+    keys = [(kinds_order.index(p["kind"]), p["name"]) for p in document["plugins"]]
+    assert keys == sorted(keys)
+    docs = (REPO / "docs" / "specs.md").read_text()
+    for field in ("format_version", "params_schema", "source.type", "source.location"):
+        assert f"`{field}`" in docs
+
+
+def test_plugins_json_document_carries_the_params_schema():
+    document = plugins_document(PluginRegistry.discover())
+    tiny = next(p for p in document["plugins"] if p["name"] == "tiny_cnn")
+    assert tiny["params_schema"]["properties"]["learning_rate"]["default"] == 1e-3
+
+
+def test_plugins_show_prints_parameters_with_defaults(capsys):
+    assert main(["plugins", "show", "tiny_cnn"]) == 0
+    out = capsys.readouterr().err
+    assert "learning_rate" in out and "0.001" in out and "Adam learning rate" in out
+
+
+def test_plugins_show_unknown_name_suggests(capsys):
+    assert main(["plugins", "show", "tiny_cn"]) == 2
+    assert "did you mean tiny_cnn" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("wavelens")
+    result = subprocess.run(
+        [str(script), "plugins", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    assert json.loads(result.stdout)["format"] == "wavelens-plugins"

@@ -1,0 +1,161 @@
+"""Runs: stage order, run directories, reuse, resumption after interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+
+from framework import Run, RunInterrupted, load_spec
+from framework.cli import main
+
+
+def execute(spec, **kwargs):
+    run = Run(load_spec(spec, overrides=kwargs.pop("overrides", None)), **kwargs)
+    return run, run.execute()
+
+
+def test_run_executes_every_stage_in_order(recorder_spec, journal):
+    run, directory = execute(recorder_spec())
+    assert journal() == [
+        "data prepare", "model train from 0", "probe.0 run", "statistics.0 run",
+    ]
+    assert list(run.outcomes) == ["data", "model", "probe.0", "statistics.0", "metrics"]
+    assert set(run.outcomes.values()) == {"computed"}
+    result = json.loads((directory / "stages/statistics.0/result.json").read_text())
+    table = (directory / "stages/probe.0/table.csv").read_text().splitlines()
+    values = [float(line.split(",")[1]) for line in table[1:]]
+    assert result["mean"] == pytest.approx(sum(values) / len(values))
+
+
+def test_run_directory_records_spec_seed_versions_git_device_and_log(recorder_spec):
+    _, directory = execute(recorder_spec())
+    assert directory.parent.name == "recorder"
+    stamp, run_hash = directory.name.rsplit("-", 1)
+    assert len(run_hash) == 8
+    record = json.loads((directory / "run.json").read_text())
+    assert record["status"] == "complete" and record["seed"] == 3
+    assert record["device"]["device"] == "cpu"
+    assert "revision" in record["git"]
+    assert record["plugins"]["model"]["plugin"] == "counting_model"
+    packages = json.loads((directory / "environment.json").read_text())["packages"]
+    assert "torch" in packages and "pydantic" in packages
+    resolved = yaml.safe_load((directory / "spec.yaml").read_text())
+    assert resolved["train"]["keep_checkpoints"] == 3  # defaults filled in
+    assert "stage model: done" in (directory / "run.log").read_text()
+
+
+def test_report_lists_stages_and_embeds_sections(recorder_spec):
+    _, directory = execute(recorder_spec())
+    report = (directory / "report.md").read_text()
+    assert "## statistics.0 (table_mean)" in report and "mean of 6 values" in report
+    assert "| mean_value | " in report
+    html = (directory / "report.html").read_text()
+    assert "<table>" in html and "mean of 6 values" in html
+
+
+def test_report_command_rebuilds_the_report_without_running(recorder_spec, journal, capsys):
+    _, directory = execute(recorder_spec())
+    (directory / "report.md").unlink()
+    calls = len(journal())
+    assert main(["report", str(directory)]) == 0
+    assert (directory / "report.md").is_file()
+    assert len(journal()) == calls
+
+
+def test_rerun_of_a_finished_run_recomputes_nothing(recorder_spec, journal):
+    spec = recorder_spec()
+    _, first = execute(spec)
+    calls = journal()
+    run, second = execute(spec)
+    assert second == first
+    assert journal() == calls
+    assert set(run.outcomes.values()) == {"reused"}
+
+
+def test_interrupted_run_resumes_without_recomputing_finished_stages(
+    recorder_spec, journal, monkeypatch
+):
+    spec = recorder_spec(steps=6)
+    monkeypatch.setenv("WAVELENS_TEST_INTERRUPT_AT", "5")
+    with pytest.raises(RunInterrupted, match="stage model"):
+        execute(spec)
+    assert journal() == ["data prepare", "model train from 0"]
+    run, directory = execute(spec)
+    # the data stage is not prepared again; training continues from checkpoint 4
+    assert journal() == [
+        "data prepare", "model train from 0", "model train from 4",
+        "probe.0 run", "statistics.0 run",
+    ]
+    assert run.outcomes["data"] == "reused" and run.outcomes["model"] == "computed"
+    record = json.loads((directory / "run.json").read_text())
+    assert record["status"] == "complete"
+
+
+def test_interrupted_stage_leaves_no_finished_record(recorder_spec, monkeypatch):
+    monkeypatch.setenv("WAVELENS_TEST_INTERRUPT_AT", "3")
+    spec = recorder_spec()
+    run = Run(load_spec(spec))
+    with pytest.raises(RunInterrupted):
+        run.execute()
+    stages = run.directory / "stages"
+    assert (stages / "data" / "stage.json").is_file()
+    assert not (stages / "model").exists()
+    assert (stages / "model.partial" / "checkpoints").is_dir()
+    record = json.loads((run.directory / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["stage"] == "model"
+
+
+def test_changed_downstream_params_reuse_upstream_stages_from_the_earlier_run(
+    recorder_spec, journal
+):
+    spec = recorder_spec()
+    _, first = execute(spec)
+    journal_before = len(journal())
+    run, second = execute(spec, overrides=["probe.0.params.split=train"])
+    assert second != first
+    assert run.outcomes["data"] == f"reused from {first.name}"
+    assert run.outcomes["model"] == f"reused from {first.name}"
+    assert run.outcomes["probe.0"] == "computed"
+    assert journal()[journal_before:] == ["probe.0 run", "statistics.0 run"]
+    # reused folders are hard links of the earlier run's files, not copies
+    assert os.path.samefile(first / "stages/model/model.pt", second / "stages/model/model.pt")
+
+
+def test_changed_seed_recomputes_everything(recorder_spec, journal):
+    spec = recorder_spec()
+    execute(spec)
+    run, _ = execute(spec, overrides=["seed=4"])
+    assert set(run.outcomes.values()) == {"computed"}
+
+
+def test_fresh_run_reuses_nothing(recorder_spec, journal):
+    spec = recorder_spec()
+    _, first = execute(spec)
+    run, second = execute(spec, fresh=True)
+    assert second != first
+    assert set(run.outcomes.values()) == {"computed"}
+
+
+def test_stage_seed_does_not_depend_on_earlier_stages_being_reused(recorder_spec, tmp_path):
+    spec = recorder_spec()
+    _, first = execute(spec)
+    _, second = execute(spec, fresh=True)
+    a = (first / "stages/probe.0/table.csv").read_text()
+    b = (second / "stages/probe.0/table.csv").read_text()
+    assert a == b
+
+
+def test_a_failing_stage_is_recorded_and_reraised(recorder_spec, monkeypatch):
+    spec = recorder_spec(extra="evaluation: {split: nowhere}")
+    with pytest.raises(Exception, match="evaluation.split is 'nowhere'"):
+        execute(spec)
+    record = json.loads(next((spec.parent / "runs/recorder").iterdir()).joinpath("run.json").read_text())
+    assert record["status"] == "failed" and record["stage"] == "metrics"
+
+
+def test_run_cli_reports_outcomes(recorder_spec, capsys):
+    assert main(["run", str(recorder_spec())]) == 0
+    assert "computed" in capsys.readouterr().err

@@ -1,0 +1,235 @@
+"""Spec loading: safe YAML, two-step validation, error paths, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from framework import SpecError, load_spec, load_spec_text
+from framework.cli import main
+
+from conftest import FIXTURE_PLUGINS
+
+GOOD = """\
+spec_version: 1
+name: demo
+seed: 7
+data:
+  plugin: tones
+  params: {n_train: 16, n_test: 8}
+model:
+  plugin: tiny_cnn
+  params: {n_classes: 4}
+train: {steps: 10, batch_size: 4}
+metrics: [{plugin: accuracy}]
+"""
+
+
+def issues_of(excinfo) -> dict[str, str]:
+    return {issue.path: issue.message for issue in excinfo.value.issues}
+
+
+def test_valid_spec_resolves_params_with_defaults(write_spec):
+    resolved = load_spec(write_spec(GOOD))
+    data = resolved.to_dict()
+    assert data["data"]["params"]["sample_rate"] == 16000  # default filled in
+    assert data["model"]["params"]["learning_rate"] == 1e-3
+    assert data["train"]["checkpoint_every"] == 1000
+
+
+def test_misspelt_plugin_name_suggests_the_closest(write_spec):
+    spec = write_spec(GOOD.replace("plugin: tiny_cnn", "plugin: tiny_cn"))
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    issue = caught.value.issues[0]
+    assert issue.path == "model.plugin"
+    assert issue.line == 8
+    assert "unknown model plugin 'tiny_cn'" in issue.message
+    assert "did you mean 'tiny_cnn'?" in issue.message
+    assert str(spec) in str(caught.value)
+
+
+def test_plugin_of_the_wrong_kind_is_named_as_such(write_spec):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(GOOD.replace("plugin: tiny_cnn", "plugin: tones")))
+    assert issues_of(caught)["model.plugin"] == "'tones' is a dataset plugin, not a model plugin"
+
+
+def test_unknown_envelope_field_names_its_path_and_line(write_spec):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(GOOD.replace("train: {steps: 10,", "train: {stepz: 10, steps: 10,")))
+    issue = caught.value.issues[0]
+    assert issue.path == "train.stepz"
+    assert issue.line == 10
+    assert "unknown field; expected one of: steps, batch_size" in issue.message
+
+
+def test_unknown_plugin_param_names_its_path(write_spec):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(GOOD.replace("n_classes: 4", "n_clases: 4")))
+    issue = caught.value.issues[0]
+    assert issue.path == "model.params.n_clases"
+    assert issue.line == 9
+    assert "unknown field" in issue.message and "n_classes" in issue.message
+
+
+def test_wrong_type_names_its_path_and_the_value(write_spec):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(GOOD.replace("n_classes: 4", "n_classes: four")))
+    message = issues_of(caught)["model.params.n_classes"]
+    assert "valid integer" in message and "'four'" in message
+
+
+def test_missing_required_parameter_names_its_path(write_spec):
+    spec = write_spec(
+        f"spec_version: 1\nname: m\nplugins: [{FIXTURE_PLUGINS / 'recorder.py'}]\n"
+        "data: {plugin: tones}\nmodel: {plugin: tiny_cnn}\ntrain: {batch_size: 2}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    assert issues_of(caught)["train.steps"] == "required field missing"
+    assert caught.value.issues[0].line == 6
+
+
+def test_missing_required_plugin_param_names_its_path(tmp_path, write_spec):
+    plugin = tmp_path / "needs.py"
+    plugin.write_text(
+        "from framework import Contribution, Dataset, Params, hookimpl\n"
+        "class P(Params):\n    root: str\n"
+        "class D(Dataset):\n    def __init__(self, p): pass\n    def load(self, w): return {}\n"
+        "@hookimpl\ndef wavelens_datasets():\n"
+        "    return [Contribution('needs_root', P, 'x', D)]\n"
+    )
+    spec = write_spec("spec_version: 1\nname: m\nplugins: [./needs.py]\n"
+                      "data: {plugin: needs_root, params: {}}\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    assert issues_of(caught) == {"data.params.root": "required field missing"}
+
+
+def test_all_problems_are_reported_together(write_spec):
+    text = GOOD.replace("n_classes: 4", "n_classes: x").replace("seed: 7", "seed: seven")
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(text))
+    # the envelope fails first; its problems are all listed
+    assert set(issues_of(caught)) == {"seed"}
+    text = GOOD.replace("n_classes: 4", "n_classes: x").replace("n_train: 16", "n_train: -1")
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(text))
+    assert set(issues_of(caught)) == {"data.params.n_train", "model.params.n_classes"}
+
+
+def test_python_object_tag_is_refused(write_spec, tmp_path):
+    marker = tmp_path / "pwned"
+    spec = write_spec(
+        GOOD + f"description: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    assert "!!python/object are refused" in str(caught.value)
+    assert caught.value.issues[0].line == 12
+    assert not marker.exists()
+
+
+def test_invalid_yaml_reports_the_line(write_spec):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec("spec_version: 1\nname: [unclosed\n"))
+    assert "invalid YAML" in str(caught.value)
+    assert caught.value.issues[0].line is not None
+
+
+def test_top_level_must_be_a_mapping():
+    with pytest.raises(SpecError, match="a spec is a mapping of keys to values, not a list"):
+        load_spec_text("- 1\n- 2\n")
+
+
+def test_future_spec_version_is_refused():
+    with pytest.raises(SpecError, match="reads spec_version 1, not 2"):
+        load_spec_text("spec_version: 2\nname: x\n")
+
+
+def test_stage_without_its_inputs_is_refused():
+    with pytest.raises(SpecError, match="'train' needs 'model'"):
+        load_spec_text("spec_version: 1\nname: x\ndata: {plugin: tones}\ntrain: {steps: 3}\n")
+
+
+def test_missing_spec_file_is_a_spec_error(tmp_path):
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def test_missing_local_plugin_file_names_its_path(write_spec):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec("spec_version: 1\nname: x\nplugins: [./nope.py]\n"))
+    assert "plugins.0" in issues_of(caught)
+    assert "does not exist" in issues_of(caught)["plugins.0"]
+
+
+def test_overrides_set_nested_values_parsed_as_yaml(write_spec):
+    resolved = load_spec(
+        write_spec(GOOD),
+        overrides=["train.steps=200", "model.params.learning_rate=0.01", "metrics.0.plugin=accuracy",
+                   "probe=[]"],
+    )
+    assert resolved.spec.train.steps == 200
+    assert resolved.component("model").params.learning_rate == 0.01
+
+
+def test_bad_override_names_the_flag(write_spec):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(GOOD), overrides=["train.steps=lots"])
+    assert issues_of(caught)["train.steps"].startswith("Input should be a valid integer")
+    with pytest.raises(SpecError, match=r"--set metrics\.5\.plugin=x"):
+        load_spec(write_spec(GOOD), overrides=["metrics.5.plugin=x"])
+    with pytest.raises(SpecError, match="expected KEY.PATH=VALUE"):
+        load_spec(write_spec(GOOD), overrides=["train.steps"])
+
+
+def test_spec_paths_resolve_relative_to_the_spec_file(tmp_path):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "weights.pt").write_bytes(b"")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(GOOD.replace("  params: {n_classes: 4}",
+                                 "  params: {n_classes: 4}\n  weights: w/weights.pt"))
+    assert load_spec(spec).spec.model.weights == tmp_path / "w" / "weights.pt"
+
+
+def test_run_print_shows_the_resolved_spec(write_spec, capsys):
+    assert main(["run", str(write_spec(GOOD)), "--print", "--set", "seed=11"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["seed"] == 11
+    assert printed["data"]["params"]["sample_rate"] == 16000
+    assert not Path("runs").exists() or not any(Path("runs").iterdir())
+
+
+def test_validate_exits_2_with_the_message(write_spec, capsys):
+    assert main(["validate", str(write_spec(GOOD.replace("tiny_cnn", "tiny_cn")))]) == 2
+    err = capsys.readouterr().err
+    assert "model.plugin (line 8)" in err and "did you mean 'tiny_cnn'?" in err
+
+
+def test_validate_accepts_a_good_spec(write_spec, capsys):
+    assert main(["validate", str(write_spec(GOOD))]) == 0
+    assert "valid" in capsys.readouterr().err
+
+
+def test_shipped_specs_validate():
+    for spec in sorted(Path(__file__).resolve().parent.parent.glob("specs/*.yaml")):
+        load_spec(spec)
+
+
+def test_missing_weights_file_names_its_path(write_spec):
+    text = GOOD.replace("  params: {n_classes: 4}", "  params: {n_classes: 4}\n  weights: gone.pt")
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(text))
+    assert "does not exist" in issues_of(caught)["model.weights"]
+
+
+def test_home_of_an_unknown_user_is_a_spec_error(write_spec):
+    text = GOOD.replace("  params: {n_classes: 4}",
+                        "  params: {n_classes: 4}\n  weights: ~no_such_user_xyz/w.pt")
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(text))
+    assert "model.weights" in issues_of(caught)
