@@ -24,7 +24,7 @@ import torch
 
 from .device import Placement
 from .errors import StageError
-from .io import save_torch
+from .io import save_torch, write_text
 
 if TYPE_CHECKING:
     from .spec import TrainSpec
@@ -118,8 +118,6 @@ class StageContext:
     def write_report(self, markdown: str) -> None:
         """Set this stage's section of the run report (Markdown; images may be
         linked by file name relative to ``workdir``)."""
-        from .io import write_text
-
         write_text(self.workdir / "report.md", markdown)
 
 

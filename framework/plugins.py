@@ -263,10 +263,6 @@ class PluginRegistry:
             raise _import_failure(f"plugin {name!r} from {source}", exc) from exc
         self._register(module, name, source, f"file-{digest}")
 
-    def register(self, plugin: object, name: str, version: str = "0") -> None:
-        """Register an already imported plugin object (for tests and notebooks)."""
-        self._register(plugin, name, PluginSource("file", f"<object {name}>"), version)
-
     # -- collecting ------------------------------------------------------------
 
     def collect(self) -> dict[str, LoadedContribution]:

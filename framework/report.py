@@ -44,9 +44,10 @@ def render_markdown(run_dir: Path) -> str:
     record = read_json(record_path)
     device = record.get("device", {})
     git = record.get("git", {})
-    lines = [
-        f"# {record['name']}",
-        "",
+    lines = [f"# {record['name']}", ""]
+    if record.get("description"):
+        lines += [record["description"], ""]
+    lines += [
         f"- run: `{run_dir.name}` ({record.get('status')}, created {record.get('created')})",
         f"- spec: `{record.get('spec_source')}` (seed {record.get('seed')})",
         f"- device: {device.get('device')} ({device.get('precision')}), torch {device.get('torch')}",

@@ -330,32 +330,35 @@ class Run:
     # -- executing -----------------------------------------------------------------
 
     def _write_metadata(self, status: str, **extra: Any) -> None:
+        """Update run.json; facts about the machine describe the latest attempt."""
         record_path = self.directory / "run.json"
-        record = read_json(record_path) if record_path.is_file() else {}
-        if not record:
-            record = {
-                "name": self.spec.name,
-                "run_hash": self.run_hash,
-                "spec_digest": self.resolved.digest(),
-                "spec_source": self.resolved.source,
-                "seed": self.spec.seed,
-                "created": _now(),
-                "python": sys.version.split()[0],
-                "platform": platform.platform(),
-                "git": _git_revision(),
-                "device": self.placement.describe(),
-                "plugins": {
+        record = read_json(record_path) if record_path.is_file() else {"created": _now()}
+        if "stages" not in record or status == "running":
+            record.update(
+                name=self.spec.name,
+                description=self.spec.description,
+                run_hash=self.run_hash,
+                spec_digest=self.resolved.digest(),
+                spec_source=self.resolved.source,
+                seed=self.spec.seed,
+                python=sys.version.split()[0],
+                platform=platform.platform(),
+                git=_git_revision(),
+                device=self.placement.describe(),
+                plugins={
                     c.path: {"plugin": c.plugin.name, "version": c.plugin.version,
                              "source": str(c.plugin.source)}
                     for c in self.resolved.components.values()
                 },
-                "stages": [
+                stages=[
                     {"name": p.name, "kind": p.kind, "key": p.key,
                      "plugins": [c.plugin.name for c in p.components]}
                     for p in self.plans
                 ],
-                "report_formats": self.spec.report.formats,
-            }
+                report_formats=self.spec.report.formats,
+            )
+        for stale in ("stage", "reason", "error", "finished"):
+            record.pop(stale, None)
         record.update(status=status, updated=_now(), **extra)
         write_json(record_path, record)
 

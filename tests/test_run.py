@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -159,3 +164,23 @@ def test_a_failing_stage_is_recorded_and_reraised(recorder_spec, monkeypatch):
 def test_run_cli_reports_outcomes(recorder_spec, capsys):
     assert main(["run", str(recorder_spec())]) == 0
     assert "computed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_cli_cleanly_and_the_next_run_resumes(recorder_spec, journal):
+    spec = recorder_spec(steps=6)
+    wavelens = Path(sys.executable).with_name("wavelens")
+    env = {**os.environ, "WAVELENS_TEST_WAIT_AT": "5"}
+    process = subprocess.Popen([str(wavelens), "run", str(spec)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while "model waiting at 5" not in journal():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "received signal SIGTERM" in err and "run the same command again" in err
+    run, _ = execute(spec)
+    assert run.outcomes["data"] == "reused"
+    assert journal()[-3:] == ["model train from 4", "probe.0 run", "statistics.0 run"]

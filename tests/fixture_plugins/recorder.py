@@ -2,13 +2,15 @@
 
 Each component appends a line ``<stage> <event>`` to the file named by the
 environment variable WAVELENS_TEST_JOURNAL. The model interrupts its own training
-(as a SIGINT would) at the step in WAVELENS_TEST_INTERRUPT_AT, once.
+(as a SIGINT would) at the step in WAVELENS_TEST_INTERRUPT_AT, once; at the step in
+WAVELENS_TEST_WAIT_AT it journals "waiting" and sleeps, for a test to signal it.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -82,6 +84,9 @@ class CountingModel(Model):
             if step == interrupt_at:
                 os.environ["WAVELENS_TEST_INTERRUPT_AT"] = "0"
                 raise KeyboardInterrupt
+            if step == int(os.environ.get("WAVELENS_TEST_WAIT_AT", "0")):
+                journal(f"{ctx.stage} waiting at {step}")
+                time.sleep(120)
             with torch.no_grad():
                 for parameter in network.parameters():
                     parameter.add_(0.01)
