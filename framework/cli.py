@@ -59,12 +59,15 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(plugins_document(registry), indent=2, sort_keys=True) + "\n")
         return 0
     table = Table(title="wavelens plugins")
-    for column in ("kind", "name", "description", "source", "version"):
-        table.add_column(column)
+    for column in ("kind", "name", "description", "params", "source", "version"):
+        table.add_column(column, overflow="fold")
     for item in registry.all():
+        params = ", ".join(item.params.model_fields) or "–"
         table.add_row(*(escape(str(cell)) for cell in (
-            item.kind, item.name, item.contribution.description, item.source, item.version)))
+            item.kind, item.name, item.contribution.description, params, item.source,
+            item.version)))
     console.print(table)
+    console.print("`wavelens plugins show NAME` prints a plugin's parameters with defaults.")
     return 0
 
 
@@ -88,7 +91,7 @@ def _show_plugin(registry: PluginRegistry, name: str) -> int:
     console.print(f"source: {escape(str(item.source))}   version: {escape(item.version)}")
     table = Table(title="params")
     for column in ("name", "type", "default", "description"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for field_name, field in item.params.model_fields.items():
         default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
         table.add_row(*(escape(cell) for cell in (
@@ -119,12 +122,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     run = Run(resolved, runs_dir=args.runs_dir, fresh=args.fresh)
     directory = run.execute()
-    table = Table(title=escape(f"{resolved.spec.name}: {directory}"))
+    table = Table(title=escape(resolved.spec.name))
     table.add_column("stage")
     table.add_column("outcome")
     for stage, outcome in run.outcomes.items():
         table.add_row(escape(stage), escape(outcome))
     console.print(table)
+    console.print(f"run directory: {escape(str(directory))}", soft_wrap=True, highlight=False)
     return 0
 
 

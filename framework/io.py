@@ -19,6 +19,17 @@ from typing import IO, Any
 
 import torch
 
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; finished files get the mode
+# that open() would have given them.
+_FILE_MODE = 0o666 & ~_current_umask()
+
 __all__ = [
     "atomic_write",
     "write_text",
@@ -46,6 +57,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -53,3 +56,11 @@ def test_checkpoint_files_sort_by_step(tmp_path):
     manager.save(9, {})
     manager.save(100, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000000009.pt", "ckpt-000000100.pt"]
+
+
+def test_atomic_write_gives_files_the_mode_open_would(tmp_path):
+    with open(tmp_path / "plain.txt", "w") as handle:
+        handle.write("x")
+    write_json(tmp_path / "atomic.json", {})
+    mode = stat.S_IMODE(os.stat(tmp_path / "atomic.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)

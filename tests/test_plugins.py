@@ -219,6 +219,16 @@ def test_plugins_json_document_carries_the_params_schema():
     assert tiny["params_schema"]["properties"]["learning_rate"]["default"] == 1e-3
 
 
+def test_plugins_table_lists_kind_name_params_source_and_version(capsys, monkeypatch):
+    from framework.console import console
+
+    monkeypatch.setattr(console, "width", 200)  # one row per plugin, nothing folded
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().err
+    for text in ("tiny_cnn", "model", "learning_rate", "plugins.toy.tiny_cnn", "0.1.0"):
+        assert text in out
+
+
 def test_plugins_show_prints_parameters_with_defaults(capsys):
     assert main(["plugins", "show", "tiny_cnn"]) == 0
     out = capsys.readouterr().err

@@ -163,7 +163,8 @@ def test_a_failing_stage_is_recorded_and_reraised(recorder_spec, monkeypatch):
 
 def test_run_cli_reports_outcomes(recorder_spec, capsys):
     assert main(["run", str(recorder_spec())]) == 0
-    assert "computed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "computed" in err and "run directory: " in err
 
 
 @pytest.mark.slow
