@@ -14,6 +14,7 @@ interrupted (run again to resume), 1 an unexpected error (a bug: please report i
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -82,8 +83,6 @@ def _show_plugin(registry: PluginRegistry, name: str) -> int:
     item = registry.find(name)
     if item is None:
         known = registry.names()
-        import difflib
-
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise WavelensError(f"no plugin named {name!r}{hint} (see `wavelens plugins`)")

@@ -46,6 +46,7 @@ from .console import get_logger, progress
 from .device import Placement, resolve_placement
 from .errors import RunInterrupted, StageError, WavelensError
 from .io import read_json, write_json, write_text
+from .report import write_report
 from .spec import ResolvedComponent, ResolvedSpec
 
 __all__ = ["Run", "StagePlan", "seed_everything", "default_runs_dir"]
@@ -105,7 +106,7 @@ def plan_stages(resolved: ResolvedSpec) -> list[StagePlan]:
         extra: dict[str, Any] = {"train": spec.train.model_dump() if spec.train else None}
         if spec.model and spec.model.weights is not None:
             weights = spec.model.weights
-            extra["weights_sha256"] = _file_digest(weights) if weights.is_file() else None
+            extra["weights_sha256"] = _file_digest(weights)  # validation checked it exists
         plans.append(StagePlan("model", "model", [model], upstream_data, extra))
     probes = resolved.components_of("probe")
     for probe in probes:
@@ -333,7 +334,7 @@ class Run:
         """Update run.json; facts about the machine describe the latest attempt."""
         record_path = self.directory / "run.json"
         record = read_json(record_path) if record_path.is_file() else {"created": _now()}
-        if "stages" not in record or status == "running":
+        if status == "running":  # every attempt starts so
             record.update(
                 name=self.spec.name,
                 description=self.spec.description,
@@ -418,8 +419,6 @@ class Run:
                     self._execute_stage(plan)
                 current = "report"
                 self._write_metadata("complete", finished=_now(), pid=None)
-                from .report import write_report
-
                 written = write_report(self.directory)
                 for path in written:
                     self.log.info("report: %s", path)
@@ -448,9 +447,11 @@ class Run:
             return
         earlier = self._earlier_finished(plan)
         if earlier is not None:
+            linking = final.with_name(final.name + ".linking")
+            _remove(linking)  # left by an attempt interrupted while linking
+            _link_tree(earlier, linking)
             _remove(final)
-            _link_tree(earlier, final.with_name(final.name + ".linking"))
-            os.replace(final.with_name(final.name + ".linking"), final)
+            os.replace(linking, final)
             self.outcomes[plan.name] = f"reused from {earlier.parent.parent.name}"
             self.log.info("stage %s: reused from %s", plan.name, earlier.parent.parent)
             return
@@ -509,7 +510,7 @@ def _run_data(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
 def _run_model(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
     model: Model = run._component("model")
     network = model.network()
-    weights = run.spec.model.weights if run.spec.model else None
+    weights = run.spec.model.weights
     if weights is not None:
         try:
             model.load_weights(network, weights)
@@ -559,25 +560,24 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
             f"{', '.join(splits)}"
         )
     model, network = ctx.model(), ctx.network()
-    metrics: list[tuple[str, Metric]] = [(c.path, run._component(c.path)) for c in plan.components]
+    metrics: dict[str, Metric] = {c.path: run._component(c.path) for c in plan.components}
     loader = torch.utils.data.DataLoader(
         splits[evaluation.split], batch_size=evaluation.batch_size, shuffle=False
     )
     with torch.no_grad(), run.placement.autocast():
         for batch in ctx.progress(loader, total=len(loader), description="metrics"):
             preds, target = model.predict(network, batch, ctx)
-            for _, metric in metrics:
+            for metric in metrics.values():
                 metric.update(preds, target)
-    results = []
-    for (path, metric), component in zip(metrics, plan.components, strict=True):
-        results.append(
-            {
-                "path": path,
-                "metric": component.plugin.name,
-                "value": _to_jsonable(metric.compute()),
-                "higher_is_better": metric.higher_is_better,
-            }
-        )
+    results = [
+        {
+            "path": component.path,
+            "metric": component.plugin.name,
+            "value": _to_jsonable(metrics[component.path].compute()),
+            "higher_is_better": metrics[component.path].higher_is_better,
+        }
+        for component in plan.components
+    ]
     write_json(ctx.workdir / "metrics.json", {"split": evaluation.split, "results": results})
     rows = ["| metric | value |", "| --- | --- |"]
     for result in results:
@@ -586,7 +586,8 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
         arrow = {True: " ↑", False: " ↓"}.get(result["higher_is_better"], "")
         rows.append(f"| {result['metric']}{arrow} | {shown} |")
     ctx.write_report(f"Scored on the `{evaluation.split}` split.\n\n" + "\n".join(rows) + "\n")
-    return {r["metric"]: r["value"] for r in results}
+    return {"examples": len(splits[evaluation.split]),
+            "values": {r["path"]: r["value"] for r in results}}
 
 
 STAGE_RUNNERS: dict[str, Callable[[Run, StagePlan, StageContext], Any]] = {

@@ -221,8 +221,8 @@ def _issue_message(error: dict[str, Any], model: type[BaseModel] | None) -> str:
         return message
     if kind == "missing":
         return "required field missing"
-    if kind.startswith("literal_error") or kind == "string_pattern_mismatch":
-        return f"{message} (got {error.get('input')!r})"
+    if kind == "value_error":  # raised by our validators, whose messages stand alone
+        return str(error.get("ctx", {}).get("error", message))
     if "input" in error and not isinstance(error["input"], (dict, list)):
         return f"{message} (got {error['input']!r})"
     return message
@@ -237,11 +237,7 @@ def _issues_from(
     issues = []
     for error in exc.errors():
         loc = (*prefix, *_format_loc(error["loc"]))
-        model = model_at(loc) if model_at else None
-        # a failing model validator has an empty loc: point at the mapping itself
-        message = _issue_message(error, model)
-        if error["type"] == "value_error":
-            message = str(error["ctx"].get("error", message)) if "ctx" in error else message
+        message = _issue_message(error, model_at(loc) if model_at else None)
         issues.append(SpecIssue(".".join(loc), message, text.line_of(loc)))
     return issues
 
