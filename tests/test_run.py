@@ -185,3 +185,13 @@ def test_sigterm_stops_the_cli_cleanly_and_the_next_run_resumes(recorder_spec, j
     run, _ = execute(spec)
     assert run.outcomes["data"] == "reused"
     assert journal()[-3:] == ["model train from 4", "probe.0 run", "statistics.0 run"]
+
+
+def test_leftover_hard_link_copy_does_not_block_reuse(recorder_spec):
+    spec = recorder_spec()
+    execute(spec)
+    run = Run(load_spec(spec, overrides=["probe.0.params.split=train"]))
+    (run.directory / "stages" / "data.linking").mkdir(parents=True)  # an interrupted copy
+    run.execute()
+    assert run.outcomes["data"].startswith("reused from")
+    assert not (run.directory / "stages" / "data.linking").exists()
