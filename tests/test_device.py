@@ -70,7 +70,6 @@ def test_auto_spec_runs_on_cpu(no_cuda, recorder_spec, tmp_path):
 def test_cpu_autocast_is_a_no_op():
     placement = resolve_placement("cpu", "fp16")
     with placement.autocast():
-        assert torch.get_autocast_dtype("cpu") is not None
         out = torch.ones(2, 2) @ torch.ones(2, 2)
     assert out.dtype == torch.float32
     assert not placement.grad_scaler().is_enabled()
