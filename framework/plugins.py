@@ -393,10 +393,6 @@ class PluginRegistry:
         """Disabled names that matched no plugin or contribution."""
         return self.disabled - self._disabled_seen
 
-    def plugin_sources(self) -> dict[str, str]:
-        """Every registered plugin's name mapped to its source, for run records."""
-        return {name: str(source) for name, source in self._sources.items()}
-
 
 def _read_registry(path: Path) -> list[dict[str, str]]:
     try:

@@ -35,13 +35,17 @@ def _rebase_links(section: str, stage_folder: str) -> str:
     return _IMAGE.sub(rebase, section)
 
 
-def render_markdown(run_dir: Path) -> str:
-    """The report of ``run_dir`` as Markdown."""
-    run_dir = Path(run_dir)
+def _run_record(run_dir: Path) -> dict:
     record_path = run_dir / "run.json"
     if not record_path.is_file():
         raise WavelensError(f"{run_dir} is not a wavelens run directory (no run.json)")
-    record = read_json(record_path)
+    return read_json(record_path)
+
+
+def render_markdown(run_dir: Path, record: dict | None = None) -> str:
+    """The report of ``run_dir`` as Markdown (``record``: its run.json, if read)."""
+    run_dir = Path(run_dir)
+    record = record if record is not None else _run_record(run_dir)
     device = record.get("device", {})
     git = record.get("git", {})
     lines = [f"# {record['name']}", ""]
@@ -113,15 +117,16 @@ pre { background: #f6f6f6; padding: .75rem; overflow-x: auto; } img { max-width:
 def write_report(run_dir: Path, formats: list[str] | None = None) -> list[Path]:
     """Write the report of ``run_dir`` in ``formats`` (default: the spec's)."""
     run_dir = Path(run_dir)
-    text = render_markdown(run_dir)
-    formats = formats or read_json(run_dir / "run.json").get("report_formats", ["md"])
+    record = _run_record(run_dir)
+    text = render_markdown(run_dir, record)
+    formats = formats or record.get("report_formats", ["md"])
     written = []
     if "md" in formats:
         write_text(run_dir / "report.md", text)
         written.append(run_dir / "report.md")
     if "html" in formats:
         body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-        title = html.escape(read_json(run_dir / "run.json")["name"])
+        title = html.escape(record["name"])
         page = (
             f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{_STYLE}</style></head><body>\n{_embed_images(body, run_dir)}\n</body></html>\n"

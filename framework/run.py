@@ -104,7 +104,7 @@ def plan_stages(resolved: ResolvedSpec) -> list[StagePlan]:
         plans.append(StagePlan("data", "data", [data], []))
     if model:
         extra: dict[str, Any] = {"train": spec.train.model_dump() if spec.train else None}
-        if spec.model and spec.model.weights is not None:
+        if spec.model.weights is not None:
             weights = spec.model.weights
             extra["weights_sha256"] = _file_digest(weights)  # validation checked it exists
         plans.append(StagePlan("model", "model", [model], upstream_data, extra))
