@@ -4,6 +4,7 @@ This package is the core. Plugins (built-in or third-party) use only the names
 exported here.
 """
 
+from .audio import AUDIO_SUFFIXES, AudioError, peak_normalize, read_audio, resample, write_audio
 from .components import (
     Dataset,
     DataSplits,
@@ -13,6 +14,7 @@ from .components import (
     StageContext,
     StageOutput,
     Statistic,
+    collate_items,
 )
 from .console import get_logger, progress
 from .contributions import KINDS, Contribution, Kind, Params
@@ -27,13 +29,23 @@ from .errors import (
     WavelensError,
 )
 from .hookspecs import hookimpl
-from .io import CheckpointManager, atomic_write, read_json, save_torch, write_json, write_text
+from .io import (
+    CheckpointManager,
+    atomic_write,
+    cache_dir,
+    read_json,
+    save_torch,
+    write_json,
+    write_text,
+)
 from .plugins import PluginRegistry
 from .run import Run, seed_everything
 from .spec import ExperimentSpec, ResolvedSpec, SpecPath, TrainSpec, load_spec, load_spec_text
 
 __all__ = [
+    "AUDIO_SUFFIXES",
     "KINDS",
+    "AudioError",
     "CheckpointManager",
     "Contribution",
     "DataSplits",
@@ -61,15 +73,21 @@ __all__ = [
     "TrainSpec",
     "WavelensError",
     "atomic_write",
+    "cache_dir",
+    "collate_items",
     "get_logger",
     "hookimpl",
     "load_spec",
     "load_spec_text",
+    "peak_normalize",
     "progress",
+    "read_audio",
     "read_json",
+    "resample",
     "resolve_placement",
     "save_torch",
     "seed_everything",
+    "write_audio",
     "write_json",
     "write_text",
 ]

@@ -4,6 +4,7 @@
     wavelens plugins show NAME                     one plugin's parameters
     wavelens validate SPEC [--set K=V]             check a spec without running it
     wavelens run SPEC [--set K=V] [--print]        run (or resume) an experiment
+    wavelens data describe SPEC [--json]           prepare a spec's data; print its summary
     wavelens report RUN_DIR                        rebuild a run's report
 
 Global options: ``--disable NAME`` (repeatable; adds to $WAVELENS_DISABLE_PLUGINS).
@@ -131,6 +132,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_describe(args: argparse.Namespace) -> int:
+    from .io import read_json
+    from .report import summary_tables
+    from .run import STAGE_RECORD, Run
+
+    resolved = _load(args)
+    if resolved.component("data") is None:
+        raise WavelensError(f"{args.spec} declares no data")
+    run = Run(resolved, runs_dir=args.runs_dir)
+    directory = run.execute(until="data")
+    summary = read_json(run.stage_dir("data") / STAGE_RECORD).get("summary") or {}
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return 0
+    plugin = resolved.component("data").plugin.name
+    console.print(f"[bold]{escape(plugin)}[/] ({escape(run.outcomes.get('data', ''))})")
+    for title, header, rows in summary_tables(summary):
+        table = Table(title=escape(title))
+        for column in header:
+            table.add_column(escape(column), overflow="fold")
+        for row in rows:
+            table.add_row(*(escape(cell) for cell in row))
+        console.print(table)
+    for note in summary.get("notes") or []:
+        console.print(f"- {escape(note)}", soft_wrap=True, highlight=False)
+    console.print(f"data stage: {escape(str(directory / 'stages' / 'data'))}",
+                  soft_wrap=True, highlight=False)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -175,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs-dir", type=Path, default=None,
                      help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
     run.set_defaults(func=_cmd_run)
+
+    data = commands.add_parser("data", help="prepare and inspect a spec's data")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    describe = data_commands.add_parser(
+        "describe", help="prepare the spec's data (or reuse it) and print its summary")
+    add_spec_arguments(describe)
+    describe.add_argument("--json", action="store_true", help="machine-readable output")
+    describe.add_argument("--runs-dir", type=Path, default=None,
+                          help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
+    describe.set_defaults(func=_cmd_data_describe)
 
     report = commands.add_parser("report", help="rebuild a run's report from its artefacts")
     report.add_argument("run_dir", type=Path)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DataSplits",
+    "collate_items",
     "StageContext",
     "StageOutput",
     "Dataset",
@@ -45,6 +46,33 @@ DataSplits = Mapping[str, torch.utils.data.Dataset]
 whose items are dicts of tensors and labels (``{"audio": ..., "label": ...}``)."""
 
 T = TypeVar("T")
+
+
+def collate_items(items: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch dataset items (a ``collate_fn`` for ``torch.utils.data.DataLoader``).
+
+    Tensors are stacked; tensors whose last dimension differs (full utterances of
+    different lengths) are zero-padded at the end to the longest, so keep each
+    item's true length in the item (``length``). Numbers become a tensor (when every
+    item has a number there); anything else (strings, annotation lists, ``None``)
+    becomes a list with one entry per item.
+    """
+    if not items:
+        raise ValueError("collate_items needs at least one item")
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            longest = max(v.shape[-1] for v in values) if first.dim() else 0
+            if first.dim() and any(v.shape[-1] != longest for v in values):
+                values = [torch.nn.functional.pad(v, (0, longest - v.shape[-1])) for v in values]
+            batch[key] = torch.stack(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            batch[key] = torch.tensor(values)
+        else:
+            batch[key] = values
+    return batch
 
 
 @dataclass(frozen=True)
@@ -122,7 +150,13 @@ class StageContext:
 
 
 class Dataset(ABC):
-    """A dataset component: prepares data into its stage folder, loads it back."""
+    """A dataset component: prepares data into its stage folder, loads it back.
+
+    Items of every split are dicts. By convention audio datasets give ``audio``
+    (a float tensor ``(channels, samples)``), ``sample_rate``, a ``label`` where
+    there are classes, and their annotations (``word``, ``phones``, ``snr_db``, ...).
+    Batch them with :func:`collate_items`.
+    """
 
     def prepare(self, ctx: StageContext) -> None:  # noqa: B027 - optional hook
         """Materialise the data into ``ctx.workdir`` (synthesise, slice, index).
@@ -133,6 +167,20 @@ class Dataset(ABC):
     @abstractmethod
     def load(self, workdir: Path) -> DataSplits:
         """Return the named splits from a folder ``prepare`` wrote."""
+
+    def describe(self, workdir: Path, splits: DataSplits) -> dict[str, Any]:
+        """A summary of the prepared data, printed by ``wavelens data describe`` and
+        added to the data stage's report.
+
+        The summary is JSON-able, with three optional parts::
+
+            {"splits": {"train": {"items": 4032, "hours": 0.5, ...}, ...},  # scalars
+             "counts": {"word": {"train": {"ask": 504, ...}, ...}, ...},   # tables
+             "notes": ["12 tokens longer than the slice were skipped", ...]}
+
+        The default gives the number of items per split.
+        """
+        return {"splits": {name: {"items": len(split)} for name, split in splits.items()}}
 
 
 class Model(ABC):

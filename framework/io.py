@@ -31,6 +31,7 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 __all__ = [
+    "cache_dir",
     "atomic_write",
     "write_text",
     "write_json",
@@ -38,6 +39,22 @@ __all__ = [
     "save_torch",
     "CheckpointManager",
 ]
+
+
+CACHE_ENV = "WAVELENS_CACHE_DIR"
+
+
+def cache_dir(*parts: str) -> Path:
+    """A folder for data worth keeping across runs and experiments (a synthesised
+    corpus): ``$WAVELENS_CACHE_DIR``, else ``$XDG_CACHE_HOME/wavelens``, else
+    ``~/.cache/wavelens``; joined with ``parts`` and created."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(base) / "wavelens")
+    folder = Path(root).joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @contextlib.contextmanager
@@ -71,9 +88,10 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = True) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (keys sorted unless
+    ``sort_keys`` is false, for documents whose key order means something)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -18,7 +18,7 @@ import markdown
 from .errors import WavelensError
 from .io import read_json, write_text
 
-__all__ = ["write_report", "render_markdown"]
+__all__ = ["write_report", "render_markdown", "summary_tables", "summary_markdown"]
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
@@ -33,6 +33,46 @@ def _rebase_links(section: str, stage_folder: str) -> str:
         return f"![{alt}]({stage_folder}/{target})"
 
     return _IMAGE.sub(rebase, section)
+
+
+def summary_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """A dataset summary (see ``Dataset.describe``) as ``(title, header, rows)`` tables:
+    one row per split for the scalars, then one table per count (a row per category,
+    a column per split)."""
+    tables = []
+    splits = summary.get("splits") or {}
+    if splits:
+        fields = list(dict.fromkeys(key for values in splits.values() for key in values))
+        rows = [[name, *(_cell(values.get(key)) for key in fields)] for name, values in splits.items()]
+        tables.append(("splits", ["split", *fields], rows))
+    for title, by_split in (summary.get("counts") or {}).items():
+        columns = list(by_split)
+        categories = list(dict.fromkeys(c for counts in by_split.values() for c in counts))
+        rows = [[str(c), *(_cell(by_split[s].get(c, 0)) for s in columns)] for c in categories]
+        tables.append((str(title), [str(title), *columns], rows))
+    return tables
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary_markdown(summary: dict) -> str:
+    """A dataset summary as Markdown tables and a list of notes."""
+    parts = []
+    for title, header, rows in summary_tables(summary):
+        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
+                 "|" + " --- |" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        parts.append("\n".join(lines))
+    notes = summary.get("notes") or []
+    if notes:
+        parts.append("\n".join(f"- {note}" for note in notes))
+    return "\n\n".join(parts) + "\n" if parts else ""
 
 
 def _run_record(run_dir: Path) -> dict:
@@ -74,8 +114,12 @@ def render_markdown(run_dir: Path, record: dict | None = None) -> str:
             f"{done.get('finished')} |"
         )
         section = folder / "report.md"
+        text = ""
         if section.is_file():
             text = _rebase_links(section.read_text(encoding="utf-8"), f"stages/{stage['name']}")
+        if stage.get("kind") == "data" and isinstance(done.get("summary"), dict):
+            text = f"{text.strip()}\n\n{summary_markdown(done['summary'])}"
+        if text.strip():
             sections.append(f"## {stage['name']} ({', '.join(stage['plugins'])})\n\n{text.strip()}\n")
     lines.append("")
     lines += sections

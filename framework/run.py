@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import yaml
 
-from .components import DataSplits, Metric, Model, StageContext, StageOutput
+from .components import DataSplits, Metric, Model, StageContext, StageOutput, collate_items
 from .console import get_logger, progress
 from .device import Placement, resolve_placement
 from .errors import RunInterrupted, StageError, WavelensError
@@ -401,12 +401,20 @@ class Run:
             root.removeHandler(handler)
             handler.close()
 
-    def execute(self) -> Path:
+    def execute(self, until: str | None = None) -> Path:
         """Run every stage that is not already finished; write the report.
+
+        ``until`` names a stage (``data``) to stop after: the run is left
+        ``partial``, and running the whole spec later resumes it.
 
         Returns the run directory. Raises :class:`RunInterrupted` on SIGINT/SIGTERM
         (running again resumes), and re-raises a stage's error after recording it.
         """
+        names = [plan.name for plan in self.plans]
+        if until is not None and until not in names:
+            raise WavelensError(
+                f"the spec has no stage {until!r}; its stages are {', '.join(names) or 'none'}"
+            )
         self._prepare_directory()
         with self._locked(), self._file_log(), _interrupt_on_sigterm():
             self.log.info("run directory: %s", self.directory)
@@ -417,6 +425,9 @@ class Run:
                 for plan in self.plans:
                     current = plan.name
                     self._execute_stage(plan)
+                    if plan.name == until:
+                        self._write_metadata("partial", stage=until, pid=None)
+                        return self.directory
                 current = "report"
                 self._write_metadata("complete", finished=_now(), pid=None)
                 written = write_report(self.directory)
@@ -487,6 +498,7 @@ class Run:
                 "duration_s": round(duration, 3),
                 "summary": summary,
             },
+            sort_keys=False,  # a dataset summary's order is the order to show it in
         )
         if final.exists():
             stale = final.with_name(f"{final.name}.stale-{os.getpid()}")
@@ -504,7 +516,9 @@ def _run_data(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
     dataset = run._component("data")
     dataset.prepare(ctx)
     splits = dataset.load(ctx.workdir)
-    return {"splits": {name: len(split) for name, split in splits.items()}}
+    # The stage record keeps the summary, so `wavelens data describe` and the report
+    # read it back without loading the data again.
+    return _to_jsonable(dataset.describe(ctx.workdir, splits))
 
 
 def _run_model(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
@@ -562,7 +576,8 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
     model, network = ctx.model(), ctx.network()
     metrics: dict[str, Metric] = {c.path: run._component(c.path) for c in plan.components}
     loader = torch.utils.data.DataLoader(
-        splits[evaluation.split], batch_size=evaluation.batch_size, shuffle=False
+        splits[evaluation.split], batch_size=evaluation.batch_size, shuffle=False,
+        collate_fn=collate_items,
     )
     with torch.no_grad(), run.placement.autocast():
         for batch in ctx.progress(loader, total=len(loader), description="metrics"):

@@ -26,6 +26,7 @@ def _isolated_environment(monkeypatch, tmp_path):
     for name in ("WAVELENS_DISABLE_PLUGINS", "WAVELENS_TEST_INTERRUPT_AT", "WAVELENS_REGISTRY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WAVELENS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("WAVELENS_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture

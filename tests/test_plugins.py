@@ -59,7 +59,7 @@ def test_entry_point_plugin_is_listed_and_usable_from_a_spec(entry_point_package
     )
     directory = Run(load_spec(spec)).execute()
     stage = json.loads((directory / "stages/data/stage.json").read_text())
-    assert stage["summary"]["splits"] == {"train": 5}
+    assert stage["summary"]["splits"] == {"train": {"items": 5}}
 
 
 def test_local_plugin_file_is_listed_and_usable_from_a_spec(recorder_spec, journal):

@@ -1,0 +1,298 @@
+"""``noisy_mixtures``: clean speech mixed with noise at set SNRs, in the
+VoiceBank+DEMAND layout.
+
+The protocol of the CSM-VANet paper's LibriSpeech experiments, for any folder of
+clean speech and any folders of noise: training mixtures at SNRs drawn uniformly
+from [-10, 15] dB; test mixtures of other utterances at each of -5, 0, 5, 10 and
+15 dB, with noise types held out of training; fixed-length clips. The result is
+written as ``clean_trainset_wav/``, ``noisy_trainset_wav/``, ``clean_testset_wav/``,
+``noisy_testset_wav/`` with ``log_trainset.txt``/``log_testset.txt`` (name, noise,
+SNR), and read back by exactly the ``voicebank_demand`` code.
+
+By default the clean speech is synthesised (the ``synthetic_timit`` corpus's
+utterances) and the noise is the real recordings in ``../shared/data/noise/`` (when
+present) plus generated white, pink and brown noise and babble of synthetic voices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from framework import (
+    AUDIO_SUFFIXES,
+    AudioError,
+    Contribution,
+    SpecPath,
+    StageContext,
+    WavelensError,
+    atomic_write,
+    hookimpl,
+    read_audio,
+    write_audio,
+    write_text,
+)
+from plugins.timit.synthetic import SynthesisParams, build_corpus
+
+from .voicebank import PairedSpeech, PairParams
+
+GENERATED = ("white", "pink", "brown", "babble")
+SHARED_NOISE_ENV = "WAVELENS_SHARED_DATA"
+
+
+def default_noise_dirs() -> list[Path]:
+    """``$WAVELENS_SHARED_DATA/noise``, else ``../shared/data/noise`` beside the
+    wavelens checkout, if it exists."""
+    shared = os.environ.get(SHARED_NOISE_ENV)
+    if shared:
+        folder = Path(shared) / "noise"
+    else:  # plugins/noisy_speech/mixtures.py → <checkout>/../shared/data/noise
+        folder = Path(__file__).resolve().parents[3] / "shared" / "data" / "noise"
+    return [folder] if folder.is_dir() else []
+
+
+class MixtureParams(PairParams):
+    clean_dir: SpecPath | None = Field(
+        None, description="folder of clean speech (searched recursively); default: synthesised"
+    )
+    clean_speakers: int = Field(40, ge=3, description="speakers of the synthesised clean speech")
+    noise_dirs: list[SpecPath] | None = Field(
+        None, description="folders of noise recordings (default: ../shared/data/noise when present)"
+    )
+    generated_noise: list[Literal["white", "pink", "brown", "babble"]] = Field(
+        list(GENERATED), description="noises generated here"
+    )
+    test_noises: list[str] | None = Field(
+        None, description="noise names held out for test (default: a third of them, drawn by seed)"
+    )
+    n_train: int = Field(400, ge=1, description="training mixtures")
+    n_test_utterances: int = Field(40, ge=1, description="test utterances, each mixed at every test SNR")
+    train_snr_db: tuple[float, float] = Field((-10.0, 15.0), description="training SNR range (uniform)")
+    test_snrs_db: list[float] = Field([-5.0, 0.0, 5.0, 10.0, 15.0], min_length=1,
+                                      description="test SNRs")
+    clip_seconds: float = Field(4.0, gt=0, description="length of every clip")
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> MixtureParams:
+        if self.train_snr_db[0] > self.train_snr_db[1]:
+            raise ValueError("train_snr_db must be (low, high)")
+        return self
+
+
+def coloured_noise(kind: str, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """White, pink (1/f power) or brown (1/f²) noise with unit RMS."""
+    white = rng.standard_normal(samples)
+    if kind == "white":
+        noise = white
+    else:
+        spectrum = np.fft.rfft(white)
+        frequency = np.fft.rfftfreq(samples)
+        frequency[0] = frequency[1]
+        exponent = {"pink": 0.5, "brown": 1.0}[kind]
+        noise = np.fft.irfft(spectrum / frequency**exponent, samples)
+    return noise / np.sqrt(np.mean(noise**2))
+
+
+def babble(utterances: list[np.ndarray], samples: int, talkers: int,
+           rng: np.random.Generator) -> np.ndarray:
+    """``talkers`` overlapping streams of utterances, each stream at unit RMS."""
+    mixture = np.zeros(samples)
+    for _ in range(talkers):
+        stream: list[np.ndarray] = []
+        while sum(len(s) for s in stream) < samples:
+            stream.append(utterances[int(rng.integers(len(utterances)))])
+        joined = np.concatenate(stream)
+        start = int(rng.integers(0, len(joined) - samples + 1))
+        piece = joined[start : start + samples]
+        mixture += piece / max(np.sqrt(np.mean(piece**2)), 1e-9)
+    return mixture / np.sqrt(np.mean(mixture**2))
+
+
+def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(clean, noisy)`` with the noise scaled so that 10·log10(P_clean / P_noise) is
+    ``snr_db`` over the clip; both scaled down together if the mixture would clip."""
+    clean_power = np.mean(clean**2)
+    noise_power = np.mean(noise**2)
+    scaled = noise * np.sqrt(clean_power / (noise_power * 10 ** (snr_db / 10)))
+    noisy = clean + scaled
+    peak = np.max(np.abs(np.concatenate([noisy, clean])))
+    if peak > 0.99:
+        clean, noisy = clean * 0.99 / peak, noisy * 0.99 / peak
+    return clean, noisy
+
+
+def _clip(signal: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``length``-sample piece at a random offset; zero-padded at the end if short."""
+    if len(signal) >= length:
+        start = int(rng.integers(0, len(signal) - length + 1))
+        return signal[start : start + length]
+    return np.concatenate([signal, np.zeros(length - len(signal))])
+
+
+def _noise_piece(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    if len(noise) < length:
+        noise = np.tile(noise, -(-length // len(noise)))
+    start = int(rng.integers(0, len(noise) - length + 1))
+    return noise[start : start + length]
+
+
+class NoisyMixtures(PairedSpeech):
+    """Writes the mixtures into the stage folder, then indexes them like VoiceBank."""
+
+    params: MixtureParams
+
+    def pairs_root(self, ctx: StageContext) -> Path:
+        root = ctx.workdir / "mixtures"
+        if not (root / "complete").is_file():
+            self._build(ctx, root)
+        return root
+
+    def _synthetic_corpus(self, ctx: StageContext, speakers: int, seed: int, augment: bool) -> Path:
+        params = SynthesisParams(speakers=speakers, other_sentences=3, corpus_seed=seed,
+                                 augment=augment)
+        return build_corpus(params, progress=_progress_of(ctx), log=ctx.log)
+
+    def _clean_files(self, ctx: StageContext) -> tuple[list[Path], list[Path]]:
+        """Clean files for training and for test (disjoint speakers where known)."""
+        params = self.params
+        rng = np.random.default_rng([ctx.seed, 1])
+        if params.clean_dir is not None:
+            files = sorted(p for p in Path(params.clean_dir).rglob("*")
+                           if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if len(files) < 2:
+                raise WavelensError(f"clean_dir {params.clean_dir} holds {len(files)} audio files; "
+                                    "need at least 2 (some for training, some for test)")
+            order = rng.permutation(len(files))
+            n_test = max(1, round(len(files) * 0.2))
+            return [files[i] for i in order[n_test:]], [files[i] for i in order[:n_test]]
+        corpus = self._synthetic_corpus(ctx, params.clean_speakers, seed=0, augment=False)
+        waves = sorted(p for p in corpus.rglob("*") if p.suffix.upper() == ".WAV")
+        train = [p for p in waves if p.relative_to(corpus).parts[0] == "TRAIN"]
+        test = [p for p in waves if p.relative_to(corpus).parts[0] == "TEST"]
+        return train, test
+
+    def _noises(self, ctx: StageContext) -> dict[str, np.ndarray]:
+        params = self.params
+        rate = params.sample_rate
+        rng = np.random.default_rng([ctx.seed, 2])
+        noises: dict[str, np.ndarray] = {}
+        folders = params.noise_dirs if params.noise_dirs is not None else default_noise_dirs()
+        for folder in folders:
+            folder = Path(folder)
+            if not folder.is_dir():
+                raise WavelensError(f"noise folder {folder} does not exist")
+            for path in sorted(folder.iterdir()):
+                if path.suffix.lower() not in AUDIO_SUFFIXES:
+                    continue
+                try:
+                    samples, _ = read_audio(path, resample_to=rate, channels="mix")
+                except AudioError as exc:
+                    ctx.log.warning("skipped noise %s: %s", exc.path, exc.reason)
+                    continue
+                if np.sqrt(np.mean(samples**2)) < 1e-5:
+                    ctx.log.warning("skipped noise %s: silent", path)
+                    continue
+                noises[path.stem] = samples.astype(np.float64)
+        for kind in params.generated_noise:
+            if kind == "babble":
+                corpus = self._synthetic_corpus(ctx, 12, seed=1, augment=True)
+                speech = [read_audio(p, resample_to=rate)[0].astype(np.float64)
+                          for p in sorted(corpus.rglob("*")) if p.suffix.upper() == ".WAV"]
+                noises["babble"] = babble(speech, 30 * rate, 6, rng)
+            else:
+                noises[kind] = coloured_noise(kind, 30 * rate, rng)
+        if len(noises) < 2:
+            raise WavelensError(
+                f"noisy_mixtures needs at least 2 noise types (some for training, some held out "
+                f"for test); found {', '.join(noises) or 'none'}"
+            )
+        return noises
+
+    def _build(self, ctx: StageContext, root: Path) -> None:
+        params = self.params
+        rate = params.sample_rate
+        length = round(params.clip_seconds * rate)
+        train_files, test_files = self._clean_files(ctx)
+        noises = self._noises(ctx)
+        names = sorted(noises)
+        rng = np.random.default_rng([ctx.seed, 3])
+        if params.test_noises is not None:
+            unknown = sorted(set(params.test_noises) - set(names))
+            if unknown:
+                raise WavelensError(f"test_noises names {', '.join(unknown)}, which are not among "
+                                    f"the noises: {', '.join(names)}")
+            held_out = sorted(params.test_noises)
+        else:
+            held_out = sorted(rng.choice(names, max(1, len(names) // 3), replace=False).tolist())
+        train_noises = [n for n in names if n not in held_out]
+        if not train_noises:
+            raise WavelensError("every noise is held out for test; none is left for training")
+        ctx.log.info("noises: train %s; test (held out) %s", ", ".join(train_noises), ", ".join(held_out))
+
+        plan: list[dict[str, Any]] = []
+        for index in range(params.n_train):
+            plan.append({"split": "train", "name": f"train_{index:05d}",
+                         "clean": train_files[int(rng.integers(len(train_files)))],
+                         "noise": train_noises[int(rng.integers(len(train_noises)))],
+                         "snr_db": round(float(rng.uniform(*params.train_snr_db)), 2),
+                         "seed": int(rng.integers(2**31))})
+        chosen = rng.permutation(len(test_files))[: params.n_test_utterances]
+        for index, file_index in enumerate(chosen):
+            noise = held_out[index % len(held_out)]
+            seed = int(rng.integers(2**31))
+            for snr in params.test_snrs_db:
+                plan.append({"split": "test", "name": f"test_{index:05d}_snr{snr:g}",
+                             "clean": test_files[int(file_index)], "noise": noise,
+                             "snr_db": float(snr), "seed": seed})
+        folders = {"train": ("clean_trainset_wav", "noisy_trainset_wav"),
+                   "test": ("clean_testset_wav", "noisy_testset_wav")}
+        cache: dict[Path, np.ndarray] = {}
+
+        def load_clean(path: Path) -> np.ndarray:
+            if path not in cache:
+                cache[path] = read_audio(path, resample_to=rate, channels="mix")[0].astype(np.float64)
+            return cache[path]
+
+        for item in ctx.progress(plan, total=len(plan), description="mixing"):
+            clean_dir, noisy_dir = folders[item["split"]]
+            clean_path = root / clean_dir / f"{item['name']}.wav"
+            noisy_path = root / noisy_dir / f"{item['name']}.wav"
+            if clean_path.is_file() and noisy_path.is_file():
+                continue  # written before an interruption
+            item_rng = np.random.default_rng(item["seed"])
+            clean = _clip(load_clean(item["clean"]), length, item_rng)
+            noise = _noise_piece(noises[item["noise"]], length, item_rng)
+            clean, noisy = mix_at_snr(clean, noise, item["snr_db"])
+            write_audio(noisy_path, noisy, rate)
+            write_audio(clean_path, clean, rate)
+        for split, log_name in (("train", "log_trainset.txt"), ("test", "log_testset.txt")):
+            with atomic_write(root / log_name, "w", encoding="utf-8") as handle:
+                for item in plan:
+                    if item["split"] == split:
+                        handle.write(f"{item['name']} {item['noise']} {item['snr_db']:g}\n")
+        with atomic_write(root / "sources.tsv", "w", encoding="utf-8") as handle:
+            handle.write("name\tclean_source\tnoise\tsnr_db\n")
+            for item in plan:
+                handle.write(f"{item['name']}\t{item['clean']}\t{item['noise']}\t{item['snr_db']:g}\n")
+        write_text(root / "complete", "")
+
+
+def _progress_of(ctx: StageContext) -> Callable:
+    return lambda items, total, what: ctx.progress(items, total=total, description=what)
+
+
+@hookimpl
+def wavelens_datasets():
+    return [
+        Contribution(
+            "noisy_mixtures", MixtureParams,
+            "Clean speech mixed with noise at set SNRs (LibriSpeech+DEMAND protocol), "
+            "VoiceBank layout",
+            NoisyMixtures,
+        )
+    ]

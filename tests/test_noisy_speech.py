@@ -1,0 +1,258 @@
+"""voicebank_demand, noisy_mixtures and the VAD labels they carry."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from framework import Run, WavelensError, load_spec_text
+from plugins.noisy_speech.mixtures import coloured_noise, mix_at_snr
+from plugins.noisy_speech.vad import frame_energy_db, vad_labels
+
+from conftest import REPO
+
+SHARED_VOICEBANK = REPO.parent / "shared" / "data" / "voicebank_demand"
+RATE = 16000
+
+
+def bursts(length: int, spans: list[tuple[int, int]], rate: int = RATE, seed: int = 0) -> np.ndarray:
+    """Silence with noise-like 'speech' in ``spans`` (sample ranges)."""
+    rng = np.random.default_rng(seed)
+    signal = np.zeros(length)
+    for start, end in spans:
+        signal[start:end] = 0.3 * rng.standard_normal(end - start).clip(-3, 3) / 3
+    return signal
+
+
+def prepare(tmp_path: Path, plugin: str, params: str) -> tuple[dict, Path]:
+    resolved = load_spec_text(
+        f"spec_version: 1\nname: pairs\nseed: 4\ndevice: cpu\n"
+        f"data: {{plugin: {plugin}, params: {{{params}}}}}\n",
+        spec_dir=tmp_path,
+    )
+    run = Run(resolved, runs_dir=tmp_path / "runs")
+    run.execute(until="data")
+    dataset = resolved.component("data").build()
+    return dataset.load(run.stage_dir("data")), run.stage_dir("data")
+
+
+def skipped(stage: Path) -> dict[str, str]:
+    with open(stage / "skipped.csv") as handle:
+        return {Path(row["file"]).name: row["reason"] for row in csv.DictReader(handle)}
+
+
+# -- VAD ------------------------------------------------------------------------------
+
+
+def test_vad_has_one_frame_per_stft_frame():
+    for n in (0, 99, 100, 32000, 32099):
+        assert len(vad_labels(np.ones(n) if n else np.zeros(1))) == max(n, 1) // 100 + 1
+
+
+def test_vad_labels_cover_the_speech_regions():
+    spans = [(8000, 16000), (32000, 41600)]
+    labels = vad_labels(bursts(48000, spans))
+    centres = np.arange(len(labels)) * 100
+    inside = np.zeros(len(labels), bool)
+    touching = np.zeros(len(labels), bool)
+    for start, end in spans:
+        inside |= (centres >= start) & (centres < end)
+        touching |= (centres + 200 > start) & (centres - 200 < end)
+    assert labels[inside].all()
+    assert not labels[~touching].any()
+
+
+def test_vad_of_silence_is_all_zero_and_threshold_is_relative():
+    assert not vad_labels(np.zeros(1000)).any()
+    quiet = bursts(16000, [(0, 8000)]) * 1e-3 + bursts(16000, [(8000, 16000)], seed=1)
+    labels = vad_labels(quiet, threshold_db=-40)
+    assert labels[:75].sum() == 0 and labels[82:].all()  # 60 dB down is not speech
+    assert frame_energy_db(np.ones(400))[2] == pytest.approx(0.0)
+
+
+# -- the VoiceBank+DEMAND layout -------------------------------------------------------
+
+
+def write(path: Path, samples: np.ndarray, rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples, rate, subtype="PCM_16")
+
+
+def make_voicebank(root: Path) -> Path:
+    """A 48 kHz corpus in the standard layout, with some bad files."""
+    for index, seconds in enumerate([3.0, 3.0, 1.0]):
+        n = int(seconds * 48000)
+        clean = bursts(n, [(n // 4, 3 * n // 4)], 48000, seed=index)
+        write(root / "clean_trainset_28spk_wav" / f"p226_{index:03d}.wav", clean, 48000)
+        write(root / "noisy_trainset_28spk_wav" / f"p226_{index:03d}.wav", clean + 0.01, 48000)
+    write(root / "clean_trainset_28spk_wav" / "p226_099.wav", np.zeros(4800) + 0.1, 48000)  # unpaired
+    for index in range(3):
+        clean = bursts(144000, [(20000, 120000)], 48000, seed=10 + index)
+        write(root / "clean_testset_wav" / f"p232_{index:03d}.wav", clean, 48000)
+        write(root / "noisy_testset_wav" / f"p232_{index:03d}.wav", clean + 0.01, 48000)
+    write(root / "noisy_testset_wav" / "p232_001.wav", np.zeros((144000, 2)) + 0.01, 48000)  # stereo
+    write(root / "clean_testset_wav" / "p232_002.wav", np.zeros(144000), 48000)  # silent
+    write(root / "clean_testset_wav" / "p232_003.wav", bursts(9600, [(0, 9600)]), 48000)
+    write(root / "noisy_testset_wav" / "p232_003.wav", bursts(4800, [(0, 4800)]), 48000)  # short
+    (root / "logfiles").mkdir()
+    (root / "logfiles" / "log_testset.txt").write_text("p232_000 living 2.5\np232_001 bus 7.5\n")
+    return root
+
+
+def test_standard_layout_is_paired_resampled_and_segmented(tmp_path):
+    splits, stage = prepare(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
+    assert len(splits["train"]) == 3 and len(splits["test"]) == 1
+    train = splits["train"][0]
+    assert train["sample_rate"] == 16000
+    assert train["clean"].shape == train["noisy"].shape == (1, 32000)  # 2 s at 16 kHz
+    assert train["vad"].shape == (321,)
+    short = splits["train"][2]  # 1 s, repeated to fill the segment
+    np.testing.assert_allclose(short["clean"][0, 16000:32000], short["clean"][0, :16000])
+    test = splits["test"][0]
+    assert test["clean"].shape == (1, 48000) and test["length"] == 48000
+    assert (test["noise"], test["snr_db"]) == ("living", 2.5)
+
+
+def test_segment_offsets_are_hop_aligned_and_change_per_epoch(tmp_path):
+    splits, _ = prepare(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
+    train = splits["train"]
+    full = sf.read(tmp_path / "vb" / "clean_trainset_28spk_wav" / "p226_000.wav")[0]
+    first = train[0]["clean"][0].numpy()
+    assert np.array_equal(first, train[0]["clean"][0].numpy())  # same epoch, same segment
+    offsets = set()
+    for epoch in range(6):
+        train.set_epoch(epoch)
+        segment = train[0]["clean"][0].numpy()
+        resampled = train._read(str(tmp_path / "vb" / "clean_trainset_28spk_wav" / "p226_000.wav"))
+        offset = next(o for o in range(0, len(resampled) - 32000 + 1, 100)
+                      if np.array_equal(resampled[o : o + 32000], segment))
+        offsets.add(offset)
+    assert len(full) == 144000 and len(offsets) > 1
+
+
+def test_bad_and_unpaired_files_are_reported_by_name(tmp_path):
+    _, stage = prepare(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
+    reasons = skipped(stage)
+    assert "unpaired" in reasons["p226_099.wav"]
+    assert "2 channels" in reasons["p232_001.wav"]
+    assert "silent" in reasons["p232_002.wav"]
+    assert "samples, but its clean file has" in reasons["p232_003.wav"]
+
+
+def test_a_folder_without_the_layout_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WavelensError, match="no VoiceBank\\+DEMAND folders"):
+        prepare(tmp_path, "voicebank_demand", f"root: {tmp_path / 'empty'}")
+    with pytest.raises(WavelensError, match="does not exist"):
+        prepare(tmp_path, "voicebank_demand", f"root: {tmp_path / 'missing'}")
+
+
+@pytest.mark.skipif(not SHARED_VOICEBANK.is_dir(), reason=f"{SHARED_VOICEBANK} is not present")
+def test_reads_the_real_voicebank_pairs():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        splits, stage = prepare(Path(scratch), "voicebank_demand", f"root: {SHARED_VOICEBANK}")
+        test = splits["test"]
+        assert set(splits) == {"test"} and len(test) == 25
+        assert not skipped(stage)
+        for index in (0, 24):
+            item = test[index]
+            frames = sf.info(SHARED_VOICEBANK / "clean" / f"{item['name']}.wav").frames
+            assert item["clean"].shape == (1, frames) and item["sample_rate"] == 16000
+            assert item["vad"].shape == (frames // 100 + 1,)
+            assert 0.2 < float(item["vad"].mean()) < 1.0  # speech with pauses
+
+
+# -- noisy mixtures --------------------------------------------------------------------
+
+
+def make_sources(root: Path) -> tuple[Path, Path]:
+    clean = root / "clean"
+    for index in range(10):
+        write(clean / f"utt{index}.wav", bursts(24000, [(4000, 12000 + 800 * index)], seed=index), RATE)
+    noise = root / "noise"
+    write(noise / "hum.wav", 0.2 * np.sin(np.arange(48000 * 2) * 2 * np.pi * 100 / 48000), 48000)
+    stereo = np.random.default_rng(1).uniform(-0.2, 0.2, (44100, 2))
+    write(noise / "street.wav", stereo, 44100)
+    return clean, noise
+
+
+MIXTURE_PARAMS = (
+    "clean_dir: {clean}, noise_dirs: [{noise}], generated_noise: [white, pink], "
+    "test_noises: [white], n_train: 8, n_test_utterances: 2, clip_seconds: 1.0"
+)
+
+
+def test_mixtures_have_the_requested_snrs_and_held_out_noises(tmp_path):
+    clean, noise = make_sources(tmp_path)
+    splits, stage = prepare(tmp_path, "noisy_mixtures", MIXTURE_PARAMS.format(clean=clean, noise=noise))
+    root = stage / "mixtures"
+    assert len(splits["train"]) == 8 and len(splits["test"]) == 10
+    for split, folder in (("train", "trainset"), ("test", "testset")):
+        for item in splits[split]:
+            clean_audio = sf.read(root / f"clean_{folder}_wav" / f"{item['name']}.wav")[0]
+            noisy_audio = sf.read(root / f"noisy_{folder}_wav" / f"{item['name']}.wav")[0]
+            assert len(clean_audio) == len(noisy_audio) == 16000
+            snr = 10 * np.log10(np.sum(clean_audio**2) / np.sum((noisy_audio - clean_audio) ** 2))
+            assert snr == pytest.approx(item["snr_db"], abs=0.1)
+    train_noises = {item["noise"] for item in splits["train"]}
+    assert "white" not in train_noises and train_noises <= {"hum", "street", "pink"}
+    assert {item["noise"] for item in splits["test"]} == {"white"}
+    assert sorted(item["snr_db"] for item in splits["test"]) == sorted([-5, 0, 5, 10, 15] * 2)
+    assert all(-10 <= item["snr_db"] <= 15 for item in splits["train"])
+
+
+def test_mixture_vad_labels_cover_the_clean_speech(tmp_path):
+    clean, noise = make_sources(tmp_path)
+    splits, stage = prepare(tmp_path, "noisy_mixtures", MIXTURE_PARAMS.format(clean=clean, noise=noise))
+    for item in splits["test"]:
+        audio = item["clean"][0].numpy()
+        labels = item["vad"].numpy()
+        centres = np.arange(len(labels)) * 100
+        loud = np.array([np.any(audio[max(0, c - 200) : c + 200] != 0) for c in centres])
+        assert labels[~loud].sum() == 0  # no speech label where the clean clip is silent
+        assert labels[loud].mean() > 0.9
+
+
+def test_mixtures_are_reproducible_and_reused_within_a_run(tmp_path):
+    clean, noise = make_sources(tmp_path)
+    params = MIXTURE_PARAMS.format(clean=clean, noise=noise)
+    first, stage_a = prepare(tmp_path / "a", "noisy_mixtures", params)
+    second, stage_b = prepare(tmp_path / "b", "noisy_mixtures", params)
+    name = first["test"][3]["name"]
+    a = sf.read(stage_a / "mixtures" / "noisy_testset_wav" / f"{name}.wav")[0]
+    b = sf.read(stage_b / "mixtures" / "noisy_testset_wav" / f"{name}.wav")[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_held_out_noise_is_named(tmp_path):
+    clean, noise = make_sources(tmp_path)
+    params = MIXTURE_PARAMS.format(clean=clean, noise=noise).replace("[white]", "[traffic]")
+    with pytest.raises(WavelensError, match="test_noises names traffic"):
+        prepare(tmp_path, "noisy_mixtures", params)
+
+
+def test_mix_at_snr_is_exact_and_never_clips():
+    rng = np.random.default_rng(0)
+    clean = 0.9 * np.sin(np.arange(16000) * 0.05)
+    for snr in (-10.0, 0.0, 15.0):
+        scaled_clean, noisy = mix_at_snr(clean, coloured_noise("pink", 16000, rng), snr)
+        measured = 10 * np.log10(np.sum(scaled_clean**2) / np.sum((noisy - scaled_clean) ** 2))
+        assert measured == pytest.approx(snr, abs=1e-9)
+        assert np.max(np.abs(noisy)) <= 0.99 + 1e-12
+
+
+def test_coloured_noise_slopes():
+    rng = np.random.default_rng(0)
+    for kind, slope in (("white", 0.0), ("pink", -1.0), ("brown", -2.0)):
+        noise = coloured_noise(kind, 2**16, rng)
+        power = np.abs(np.fft.rfft(noise)) ** 2
+        frequency = np.fft.rfftfreq(2**16)
+        band = (frequency > 0.001) & (frequency < 0.4)
+        fitted = np.polyfit(np.log10(frequency[band]), np.log10(power[band]), 1)[0]
+        assert fitted == pytest.approx(slope, abs=0.15)
