@@ -425,7 +425,9 @@ class Run:
                 for plan in self.plans:
                     current = plan.name
                     self._execute_stage(plan)
-                    if plan.name == until:
+                    if plan.name == until and not all(
+                        self._finished(self.stage_dir(p.name), p.key) for p in self.plans
+                    ):  # (a run whose every stage is finished goes on to complete)
                         self._write_metadata("partial", stage=until, pid=None)
                         return self.directory
                 current = "report"

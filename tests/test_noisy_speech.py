@@ -256,3 +256,16 @@ def test_coloured_noise_slopes():
         band = (frequency > 0.001) & (frequency < 0.4)
         fitted = np.polyfit(np.log10(frequency[band]), np.log10(power[band]), 1)[0]
         assert fitted == pytest.approx(slope, abs=0.15)
+
+
+def test_unreadable_clean_files_skip_their_mixtures_by_name(tmp_path):
+    clean, noise = make_sources(tmp_path)
+    for index in range(4):
+        (clean / f"broken{index}.wav").write_bytes(b"RIFF....WAVE broken")
+    params = MIXTURE_PARAMS.format(clean=clean, noise=noise).replace("n_train: 8", "n_train: 30")
+    splits, stage = prepare(tmp_path, "noisy_mixtures", params)
+    with open(stage / "mixtures" / "skipped_mixtures.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all("broken" in row["file"] and "unreadable" in row["reason"] for row in rows)
+    written = len(splits["train"]) + len(splits.get("test", []))
+    assert written + len(rows) == 30 + 10

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from framework import Run, RunInterrupted, load_spec
+from framework import Run, RunInterrupted, WavelensError, load_spec
 from framework.cli import main
 
 
@@ -195,3 +195,25 @@ def test_leftover_hard_link_copy_does_not_block_reuse(recorder_spec):
     run.execute()
     assert run.outcomes["data"].startswith("reused from")
     assert not (run.directory / "stages" / "data.linking").exists()
+
+
+def test_running_until_a_stage_leaves_a_partial_run_that_the_full_run_continues(
+    recorder_spec, journal
+):
+    spec = recorder_spec()
+    run = Run(load_spec(spec))
+    directory = run.execute(until="data")
+    assert journal() == ["data prepare"]
+    record = json.loads((directory / "run.json").read_text())
+    assert (record["status"], record["stage"]) == ("partial", "data")
+    assert not (directory / "report.md").exists()
+    run, again = execute(spec)
+    assert again == directory and run.outcomes["data"] == "reused"
+    assert journal() == ["data prepare", "model train from 0", "probe.0 run", "statistics.0 run"]
+    Run(load_spec(spec)).execute(until="data")  # a finished run is not downgraded
+    assert json.loads((directory / "run.json").read_text())["status"] == "complete"
+
+
+def test_running_until_an_unknown_stage_names_the_stages(recorder_spec):
+    with pytest.raises(WavelensError, match="no stage 'train'; its stages are data, model"):
+        Run(load_spec(recorder_spec())).execute(until="train")

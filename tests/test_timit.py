@@ -254,7 +254,7 @@ def test_data_describe_prints_the_counts_and_reuses_the_data(tmp_path, write_spe
     assert main(["data", "describe", str(spec)]) == 0
     err = capsys.readouterr().err
     assert "(reused)" in err and "wash" in err and "tokens" in err
-    assert main(["run", str(spec)]) == 0  # the whole spec resumes the partial run
+    assert main(["run", str(spec)]) == 0
     assert "stage data: finished earlier, reused" in capsys.readouterr().err
 
 

@@ -16,6 +16,7 @@ present) plus generated white, pink and brown noise and babble of synthetic voic
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -162,6 +163,8 @@ class NoisyMixtures(PairedSpeech):
         params = self.params
         rng = np.random.default_rng([ctx.seed, 1])
         if params.clean_dir is not None:
+            if not Path(params.clean_dir).is_dir():
+                raise WavelensError(f"clean_dir {params.clean_dir} does not exist or is not a folder")
             files = sorted(p for p in Path(params.clean_dir).rglob("*")
                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
             if len(files) < 2:
@@ -258,6 +261,7 @@ class NoisyMixtures(PairedSpeech):
                 cache[path] = read_audio(path, resample_to=rate, channels="mix")[0].astype(np.float64)
             return cache[path]
 
+        skipped: list[dict] = []
         for item in ctx.progress(plan, total=len(plan), description="mixing"):
             clean_dir, noisy_dir = folders[item["split"]]
             clean_path = root / clean_dir / f"{item['name']}.wav"
@@ -265,11 +269,25 @@ class NoisyMixtures(PairedSpeech):
             if clean_path.is_file() and noisy_path.is_file():
                 continue  # written before an interruption
             item_rng = np.random.default_rng(item["seed"])
-            clean = _clip(load_clean(item["clean"]), length, item_rng)
+            try:
+                clean = _clip(load_clean(item["clean"]), length, item_rng)
+            except AudioError as exc:
+                skipped.append({"name": item["name"], "file": str(exc.path), "reason": exc.reason})
+                continue
+            if not np.any(clean):
+                skipped.append({"name": item["name"], "file": str(item["clean"]),
+                                "reason": "the clean clip is silent"})
+                continue
             noise = _noise_piece(noises[item["noise"]], length, item_rng)
             clean, noisy = mix_at_snr(clean, noise, item["snr_db"])
             write_audio(noisy_path, noisy, rate)
             write_audio(clean_path, clean, rate)
+        for entry in skipped[:5]:
+            ctx.log.warning("mixture %s skipped: %s: %s", entry["name"], entry["file"], entry["reason"])
+        with atomic_write(root / "skipped_mixtures.csv", "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, ["name", "file", "reason"])
+            writer.writeheader()
+            writer.writerows(skipped)
         for split, log_name in (("train", "log_trainset.txt"), ("test", "log_testset.txt")):
             with atomic_write(root / log_name, "w", encoding="utf-8") as handle:
                 for item in plan:
@@ -280,6 +298,18 @@ class NoisyMixtures(PairedSpeech):
             for item in plan:
                 handle.write(f"{item['name']}\t{item['clean']}\t{item['noise']}\t{item['snr_db']:g}\n")
         write_text(root / "complete", "")
+
+
+    def describe(self, workdir: Path, splits: dict) -> dict[str, Any]:
+        summary = super().describe(workdir, splits)
+        with open(workdir / "mixtures" / "skipped_mixtures.csv", encoding="utf-8") as handle:
+            skipped = list(csv.DictReader(handle))
+        if skipped:
+            summary["notes"].append(f"{len(skipped)} mixtures not made (bad or silent clean audio), "
+                                    "with reasons in mixtures/skipped_mixtures.csv")
+        summary["notes"].append("test noise types are held out of training; sources.tsv lists "
+                                "the clean file and noise behind each mixture")
+        return summary
 
 
 def _progress_of(ctx: StageContext) -> Callable:

@@ -131,7 +131,8 @@ def _portable(path: Path, workdir: Path) -> str:
 class PairSplit(torch.utils.data.Dataset):
     """Clean/noisy pairs of one split. Items::
 
-        {"noisy": (1, n) float tensor, "clean": (1, n), "vad": (n // hop + 1,) 0/1 floats,
+        {"audio": the noisy tensor (the model's input, under the name every dataset uses),
+         "noisy": (1, n) float tensor, "clean": (1, n), "vad": (n // hop + 1,) 0/1 floats,
          "sample_rate": int, "name": str, "length": n before any padding,
          "noise": str or None, "snr_db": float or None}
 
@@ -175,8 +176,10 @@ class PairSplit(torch.utils.data.Dataset):
             noisy = noisy[offset : offset + self.segment]
         labels = vad_labels(clean, hop, self.params.vad_win, self.params.vad_threshold_db,
                             reference_db=row["max_db"])
+        noisy_tensor = torch.from_numpy(np.ascontiguousarray(noisy)).unsqueeze(0)
         return {
-            "noisy": torch.from_numpy(np.ascontiguousarray(noisy)).unsqueeze(0),
+            "audio": noisy_tensor,
+            "noisy": noisy_tensor,
             "clean": torch.from_numpy(np.ascontiguousarray(clean)).unsqueeze(0),
             "vad": torch.from_numpy(labels),
             "sample_rate": self.params.sample_rate,
