@@ -269,3 +269,29 @@ def test_unreadable_clean_files_skip_their_mixtures_by_name(tmp_path):
     assert rows and all("broken" in row["file"] and "unreadable" in row["reason"] for row in rows)
     written = len(splits["train"]) + len(splits.get("test", []))
     assert written + len(rows) == 30 + 10
+
+
+def test_demand_and_librispeech_layouts_group_by_folder(tmp_path):
+    # LibriSpeech: <speaker>/<chapter>/<utterance>.flac; DEMAND: <TYPE>/ch01.wav ...
+    clean = tmp_path / "librispeech"
+    for speaker in range(5):
+        for utterance in range(2):
+            path = clean / str(100 + speaker) / "7" / f"{100 + speaker}-7-{utterance}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, bursts(20000, [(2000, 18000)], seed=speaker * 10 + utterance), RATE)
+    demand = tmp_path / "demand"
+    rng = np.random.default_rng(3)
+    for kind in ("DKITCHEN", "OOFFICE"):
+        for channel in (1, 2):
+            write(demand / kind / f"ch{channel:02d}.wav", rng.uniform(-0.1, 0.1, 48000 * 3), 48000)
+    params = (f"clean_dir: {clean}, noise_dirs: [{demand}], generated_noise: [], "
+              "test_noises: [OOFFICE], n_train: 6, n_test_utterances: 2, clip_seconds: 1.0")
+    splits, stage = prepare(tmp_path, "noisy_mixtures", params)
+    assert {item["noise"] for item in splits["train"]} == {"DKITCHEN"}
+    assert {item["noise"] for item in splits["test"]} == {"OOFFICE"}
+    with open(stage / "mixtures" / "sources.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    speaker = {row["name"]: Path(row["clean_source"]).relative_to(clean).parts[0] for row in rows}
+    train = {speaker[item["name"]] for item in splits["train"]}
+    test = {speaker[item["name"]] for item in splits["test"]}
+    assert len(test) == 1 and not train & test

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import soundfile as sf
 from pydantic import Field, model_validator
 
 from framework import (
@@ -35,6 +36,7 @@ from framework import (
     atomic_write,
     hookimpl,
     read_audio,
+    resample,
     write_audio,
     write_text,
 )
@@ -142,6 +144,58 @@ def _noise_piece(noise: np.ndarray, length: int, rng: np.random.Generator) -> np
     return noise[start : start + length]
 
 
+def noise_recordings(folder: Path, log: Any) -> dict[str, list[Path]]:
+    """The noise types in ``folder``: each audio file directly inside is a type
+    named by its stem; each subfolder is a type named by the folder, with all its
+    audio files (DEMAND's layout: ``DKITCHEN/ch01.wav`` ... ``ch16.wav``).
+    Unreadable files are skipped with a warning."""
+    if not folder.is_dir():
+        raise WavelensError(f"noise folder {folder} does not exist or is not a folder")
+    types: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        try:
+            info = sf.info(path)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            log.warning("skipped noise %s: unreadable audio (%s)", path, exc)
+            continue
+        if info.frames == 0:
+            log.warning("skipped noise %s: no samples", path)
+            continue
+        parts = path.relative_to(folder).parts
+        types.setdefault(parts[0] if len(parts) > 1 else path.stem, []).append(path)
+    return types
+
+
+class NoiseSource:
+    """One noise type: recordings read a piece at a time (a long corpus is never
+    loaded whole), or a generated signal held in memory."""
+
+    def __init__(self, name: str, files: list[Path] | None = None, signal: np.ndarray | None = None):
+        self.name = name
+        self.files = files or []
+        self.signal = signal
+
+    def piece(self, length: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+        """``length`` samples at ``rate`` from a random file and offset (a file shorter
+        than that is repeated). Raises AudioError for a file that cannot be used."""
+        if self.signal is not None:
+            return _noise_piece(self.signal, length, rng)
+        path = self.files[int(rng.integers(len(self.files)))]
+        info = sf.info(path)
+        needed = int(np.ceil(length * info.samplerate / rate)) + 64  # margin for the resampler
+        if info.frames <= needed:
+            samples, _ = read_audio(path, resample_to=rate, channels="mix")
+            return _noise_piece(samples.astype(np.float64), length, rng)
+        start = int(rng.integers(0, info.frames - needed + 1))
+        data, _ = sf.read(path, start=start, frames=needed, dtype="float32", always_2d=True)
+        samples = data.mean(axis=1)
+        if not np.all(np.isfinite(samples)):
+            raise AudioError(path, "NaN or infinite samples")
+        return resample(samples, info.samplerate, rate)[:length].astype(np.float64)
+
+
 class NoisyMixtures(PairedSpeech):
     """Writes the mixtures into the stage folder, then indexes them like VoiceBank."""
 
@@ -159,56 +213,62 @@ class NoisyMixtures(PairedSpeech):
         return build_corpus(params, progress=_progress_of(ctx), log=ctx.log)
 
     def _clean_files(self, ctx: StageContext) -> tuple[list[Path], list[Path]]:
-        """Clean files for training and for test (disjoint speakers where known)."""
+        """Clean files for training and for test, with disjoint speakers where the
+        layout shows them."""
         params = self.params
         rng = np.random.default_rng([ctx.seed, 1])
         if params.clean_dir is not None:
-            if not Path(params.clean_dir).is_dir():
-                raise WavelensError(f"clean_dir {params.clean_dir} does not exist or is not a folder")
-            files = sorted(p for p in Path(params.clean_dir).rglob("*")
+            folder = Path(params.clean_dir)
+            if not folder.is_dir():
+                raise WavelensError(f"clean_dir {folder} does not exist or is not a folder")
+            files = sorted(p for p in folder.rglob("*")
                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-            if len(files) < 2:
-                raise WavelensError(f"clean_dir {params.clean_dir} holds {len(files)} audio files; "
-                                    "need at least 2 (some for training, some for test)")
-            order = rng.permutation(len(files))
-            n_test = max(1, round(len(files) * 0.2))
-            return [files[i] for i in order[n_test:]], [files[i] for i in order[:n_test]]
+            # Files in subfolders are grouped by their first-level folder (the speaker,
+            # in LibriSpeech's <speaker>/<chapter>/ layout); loose files stand alone.
+            groups: dict[str, list[Path]] = {}
+            for path in files:
+                parts = path.relative_to(folder).parts
+                groups.setdefault(parts[0] if len(parts) > 1 else path.name, []).append(path)
+            if len(groups) < 2:
+                raise WavelensError(
+                    f"clean_dir {folder} holds {len(files)} audio files in {len(groups)} group(s); "
+                    "need at least 2 (some for training, some for test)"
+                )
+            keys = sorted(groups)
+            order = rng.permutation(len(keys))
+            n_test = max(1, round(len(keys) * 0.2))
+            test = {keys[i] for i in order[:n_test]}
+            return ([p for k in keys if k not in test for p in groups[k]],
+                    [p for k in keys if k in test for p in groups[k]])
         corpus = self._synthetic_corpus(ctx, params.clean_speakers, seed=0, augment=False)
         waves = sorted(p for p in corpus.rglob("*") if p.suffix.upper() == ".WAV")
         train = [p for p in waves if p.relative_to(corpus).parts[0] == "TRAIN"]
         test = [p for p in waves if p.relative_to(corpus).parts[0] == "TEST"]
         return train, test
 
-    def _noises(self, ctx: StageContext) -> dict[str, np.ndarray]:
+    def _noises(self, ctx: StageContext) -> dict[str, NoiseSource]:
         params = self.params
         rate = params.sample_rate
         rng = np.random.default_rng([ctx.seed, 2])
-        noises: dict[str, np.ndarray] = {}
+        noises: dict[str, NoiseSource] = {}
         folders = params.noise_dirs if params.noise_dirs is not None else default_noise_dirs()
         for folder in folders:
-            folder = Path(folder)
-            if not folder.is_dir():
-                raise WavelensError(f"noise folder {folder} does not exist")
-            for path in sorted(folder.iterdir()):
-                if path.suffix.lower() not in AUDIO_SUFFIXES:
-                    continue
-                try:
-                    samples, _ = read_audio(path, resample_to=rate, channels="mix")
-                except AudioError as exc:
-                    ctx.log.warning("skipped noise %s: %s", exc.path, exc.reason)
-                    continue
-                if np.sqrt(np.mean(samples**2)) < 1e-5:
-                    ctx.log.warning("skipped noise %s: silent", path)
-                    continue
-                noises[path.stem] = samples.astype(np.float64)
+            for name, files in noise_recordings(Path(folder), ctx.log).items():
+                if name in noises:
+                    raise WavelensError(f"two noise types are named {name!r} (in {folder} and "
+                                        "another noise folder); rename one")
+                noises[name] = NoiseSource(name, files=files)
         for kind in params.generated_noise:
+            if kind in noises:
+                raise WavelensError(f"a noise recording is named {kind!r} like a generated noise; "
+                                    f"rename it or drop {kind} from generated_noise")
             if kind == "babble":
                 corpus = self._synthetic_corpus(ctx, 12, seed=1, augment=True)
                 speech = [read_audio(p, resample_to=rate)[0].astype(np.float64)
                           for p in sorted(corpus.rglob("*")) if p.suffix.upper() == ".WAV"]
-                noises["babble"] = babble(speech, 30 * rate, 6, rng)
+                noises["babble"] = NoiseSource("babble", signal=babble(speech, 30 * rate, 6, rng))
             else:
-                noises[kind] = coloured_noise(kind, 30 * rate, rng)
+                noises[kind] = NoiseSource(kind, signal=coloured_noise(kind, 30 * rate, rng))
         if len(noises) < 2:
             raise WavelensError(
                 f"noisy_mixtures needs at least 2 noise types (some for training, some held out "
@@ -278,7 +338,15 @@ class NoisyMixtures(PairedSpeech):
                 skipped.append({"name": item["name"], "file": str(item["clean"]),
                                 "reason": "the clean clip is silent"})
                 continue
-            noise = _noise_piece(noises[item["noise"]], length, item_rng)
+            try:
+                noise = noises[item["noise"]].piece(length, rate, item_rng)
+            except AudioError as exc:
+                skipped.append({"name": item["name"], "file": str(exc.path), "reason": exc.reason})
+                continue
+            if not np.any(noise):
+                skipped.append({"name": item["name"], "file": item["noise"],
+                                "reason": "the noise piece is silent"})
+                continue
             clean, noisy = mix_at_snr(clean, noise, item["snr_db"])
             write_audio(noisy_path, noisy, rate)
             write_audio(clean_path, clean, rate)
