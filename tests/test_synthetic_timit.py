@@ -145,3 +145,16 @@ def test_missing_synthesisers_give_an_install_hint(monkeypatch, tmp_path):
     monkeypatch.setattr(voices.shutil, "which", lambda name: None)
     with pytest.raises(WavelensError, match="apt-get install festival"):
         build_corpus(SynthesisParams(**TINY, corpus_dir=str(tmp_path / "c")))
+
+
+@needs_synthesisers
+def test_two_simultaneous_builds_of_one_corpus_build_it_once(tmp_path):
+    import concurrent.futures
+
+    params = SynthesisParams(speakers=2, other_sentences=0, engines=["espeak-ng"],
+                             corpus_dir=str(tmp_path / "corpus"))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        roots = list(pool.map(lambda _: build_corpus(params), range(2)))
+    assert roots == [tmp_path / "corpus"] * 2
+    assert len(find_utterances(roots[0])) == 4
+    assert not (tmp_path / "corpus.partial").exists()

@@ -17,6 +17,7 @@ exact: words are synthesised one at a time and joined with short pauses).
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -196,6 +197,15 @@ def build_corpus(
     key = corpus_key(params, variants)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = Path(params.corpus_dir) if params.corpus_dir else cache_dir("synthetic_timit") / digest
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Two runs that need the same corpus at once: the second waits, then reuses it.
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(params, key, root, variants, progress, log)
+
+
+def _build_locked(params: SynthesisParams, key: dict[str, Any], root: Path,
+                  variants: list[tuple[str, str]], progress: Any, log: Any) -> Path:
     manifest = root / "corpus.json"
     if manifest.is_file():
         if read_json(manifest).get("key") == key:
@@ -234,6 +244,8 @@ def build_corpus(
             items = progress(items, len(jobs), "synthesising corpus")
         for _ in items:
             pass
+    except WavelensError:  # an interruption (RunInterrupted) stays what it is
+        raise
     except Exception as exc:
         raise StageError(
             f"synthesis failed ({type(exc).__name__}: {exc}); the utterances finished so far are "

@@ -284,7 +284,7 @@ class TimitWords(Dataset):
         notes = [f"corpus: {record['root']}"]
         if record["skipped"]:
             notes.append(f"{record['skipped']} tokens or files skipped, with reasons in "
-                         f"{workdir / 'skipped.csv'}")
+                         "skipped.csv in the data stage")
         return {"splits": summary_splits, "counts": counts, "notes": notes}
 
 
