@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -10,6 +11,9 @@ import torch
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixture_plugins"
 REPO = Path(__file__).resolve().parent.parent
+# The real recordings the project points at (never copies): ../shared/data beside the
+# checkout, or $WAVELENS_SHARED_DATA.
+SHARED_DATA = Path(os.environ.get("WAVELENS_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,9 +13,9 @@ from framework import Run, WavelensError, load_spec_text
 from plugins.noisy_speech.mixtures import coloured_noise, mix_at_snr
 from plugins.noisy_speech.vad import frame_energy_db, vad_labels
 
-from conftest import REPO
+from conftest import SHARED_DATA
 
-SHARED_VOICEBANK = REPO.parent / "shared" / "data" / "voicebank_demand"
+SHARED_VOICEBANK = SHARED_DATA / "voicebank_demand"
 RATE = 16000
 
 

@@ -14,9 +14,9 @@ from framework import read_audio
 from plugins.noisy_speech.vad import frame_energy_db, vad_labels
 from plugins.noisy_speech.voicebank import PairParams, PairSplit
 
-from conftest import REPO
+from conftest import SHARED_DATA
 
-VOICEBANK = REPO.parent / "shared" / "data" / "voicebank_demand"
+VOICEBANK = SHARED_DATA / "voicebank_demand"
 needs_voicebank = pytest.mark.skipif(not VOICEBANK.is_dir(), reason=f"{VOICEBANK} is not present")
 
 
