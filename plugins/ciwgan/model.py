@@ -1,0 +1,205 @@
+"""``ciwgan`` and ``fiwgan``: the model plugins (Beguš 2021; Beguš & Zhou 2022)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from pydantic import Field
+
+from framework import (
+    CheckpointManager,
+    Contribution,
+    Model,
+    Params,
+    Placement,
+    StageContext,
+    StageError,
+    TrainSpec,
+    hookimpl,
+)
+
+from .networks import CiwGAN
+from .trainer import GANConfig, GANTrainer, write_history
+
+
+class CiwGANParams(Params):
+    n_codes: int = Field(8, ge=1, le=99, description="number of one-hot codes (words to learn)")
+    dim: int = Field(64, ge=1, description="model width (64 in the papers; smaller for CPU runs)")
+    slice_len: Literal[16384, 32768, 65536] = Field(16384, description="samples per output")
+    latent_dim: int = Field(100, ge=2, description="latent size: codes plus uniform noise")
+    phase_shuffle: int = Field(2, ge=0, description="phase shuffle radius of D and Q")
+    d_updates: int = Field(5, ge=1, description="critic updates per generator step")
+    gp_weight: float = Field(10.0, ge=0, description="gradient penalty weight (WGAN-GP λ)")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate of G and D")
+    q_lr: float = Field(1e-4, gt=0, description="RMSProp (TF1) learning rate of the Q loss over Q and G")
+    q_weight: float = Field(1.0, ge=0, description="weight of the Q loss")
+    sample_every: int = Field(500, ge=1, description="write one WAV per code every this many steps")
+    sample_value: float = Field(1.0, description="code value of the periodic samples")
+    processes: int = Field(1, ge=1, description="training processes (one per GPU on CUDA; gloo on CPU)")
+
+
+class FiwGANParams(CiwGANParams):
+    n_codes: int = Field(3, ge=1, le=99, description="number of binary code bits")
+
+
+class CiwGANModel(Model):
+    code = "categorical"
+
+    def __init__(self, params: CiwGANParams):
+        self.params = params
+
+    def network(self) -> CiwGAN:
+        p = self.params
+        return CiwGAN(p.n_codes, p.dim, p.slice_len, p.latent_dim, p.phase_shuffle)
+
+    def config(self, train: TrainSpec, seed: int) -> GANConfig:
+        p = self.params
+        return GANConfig(
+            code=self.code, steps=train.steps, batch_size=train.batch_size, d_updates=p.d_updates,
+            gp_weight=p.gp_weight, lr=p.lr, q_lr=p.q_lr, q_weight=p.q_weight,
+            checkpoint_every=train.checkpoint_every, keep_checkpoints=train.keep_checkpoints,
+            log_every=train.log_every, sample_every=p.sample_every, sample_value=p.sample_value,
+            seed=seed, processes=p.processes,
+        )
+
+    def training_audio(self, ctx: StageContext) -> tuple[torch.Tensor, int]:
+        splits = ctx.dataset()
+        if "train" not in splits:
+            raise StageError(f"{type(self).__name__} trains on a 'train' split; the data has "
+                             f"{', '.join(splits)}")
+        split = splits["train"]
+        first = split[0]
+        if first["audio"].shape[-1] != self.params.slice_len:
+            raise StageError(
+                f"the data's items have {first['audio'].shape[-1]} samples, but the model's "
+                f"slice_len is {self.params.slice_len}; set the dataset's slice_len to match"
+            )
+        audio = torch.stack([split[i]["audio"] for i in range(len(split))])
+        return audio, int(first.get("sample_rate", 16000))
+
+    def train(self, network: torch.nn.Module, ctx: StageContext, train: TrainSpec) -> None:
+        audio, rate = self.training_audio(ctx)
+        config = self.config(train, ctx.seed)
+        config.sample_rate = rate
+        ctx.log.info("training on %d real tokens; %d generator steps of batch %d", len(audio),
+                     config.steps, config.batch_size)
+        if config.processes == 1:
+            trainer = GANTrainer(network, config, ctx.placement, ctx.workdir, log=ctx.log,
+                                 progress=ctx.progress)
+            history = trainer.train(audio)
+        else:
+            history = train_distributed(network, config, ctx.placement, ctx.workdir, audio)
+        write_history(ctx.workdir / "losses.csv", history)
+        self._report(ctx, history, len(audio))
+
+    def _report(self, ctx: StageContext, history: list[dict], n_tokens: int) -> None:
+        if not history:
+            return
+        plot_history(ctx.workdir / "losses.png", history)
+        last = history[-1]
+        ctx.write_report(
+            f"Trained on {n_tokens} real tokens for {last['step']} generator steps "
+            f"({self.params.d_updates} critic updates each; {self.params.n_codes} "
+            f"{'codes' if self.code == 'categorical' else 'bits'}). Last logged: D loss "
+            f"{last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, Q loss {last['q_loss']:.4f}, "
+            f"Q accuracy on generated audio {last['q_accuracy']:.3f}, "
+            f"{last['steps_per_s']:.2f} steps/s. Samples per code are in `samples/`.\n\n"
+            "![losses](losses.png)\n"
+        )
+
+    def predict(self, network: torch.nn.Module, batch: dict, ctx: StageContext) -> tuple[Any, Any]:
+        """The Q-network's code for each real token, against its word label."""
+        logits = network(batch["audio"].to(ctx.placement.device))
+        codes = logits.argmax(dim=1) if self.code == "categorical" else (logits > 0).long()
+        return codes.cpu(), batch["label"]
+
+
+class FiwGANModel(CiwGANModel):
+    code = "binary"
+
+
+def plot_history(path: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from framework import atomic_write
+
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    axes[0].plot(steps, [h["d_loss"] for h in history], label="D loss")
+    axes[0].plot(steps, [h["wasserstein"] for h in history], label="Wasserstein estimate")
+    axes[0].legend()
+    axes[1].plot(steps, [h["g_loss"] for h in history], color="tab:green")
+    axes[1].set_title("G loss")
+    axes[2].plot(steps, [h["q_loss"] for h in history], color="tab:red", label="Q loss")
+    axes[2].plot(steps, [h["q_accuracy"] for h in history], color="tab:purple", label="Q accuracy")
+    axes[2].legend()
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    plt.close(fig)
+
+
+# -- several processes -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, state: dict, params: dict, config: GANConfig,
+            placement: Placement, workdir: str, audio: torch.Tensor) -> None:
+    cuda = placement.device.type == "cuda"
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=world)
+    try:
+        if cuda:
+            torch.cuda.set_device(rank)
+            placement = dataclasses.replace(placement, device=torch.device("cuda", rank))
+        network = CiwGAN(**params)
+        network.load_state_dict(state)
+        trainer = GANTrainer(network, config, placement, Path(workdir), rank=rank, world=world)
+        trainer.train(audio)
+    finally:
+        dist.destroy_process_group()
+
+
+def train_distributed(network: CiwGAN, config: GANConfig, placement: Placement, workdir: Path,
+                      audio: torch.Tensor) -> list[dict]:
+    """Train in ``config.processes`` processes; load the result into ``network``."""
+    world = config.processes
+    if placement.device.type == "cuda" and torch.cuda.device_count() < world:
+        raise StageError(f"processes: {world} needs {world} GPUs; this machine has "
+                         f"{torch.cuda.device_count()}")
+    params = {"n_codes": network.n_codes, "dim": network.generator.upconvs[-1].conv.in_channels,
+              "slice_len": network.generator.slice_len, "latent_dim": network.generator.latent_dim,
+              "phase_shuffle_radius": network.discriminator.phase_shuffle_radius}
+    mp.spawn(_worker, args=(world, _free_port(), network.state_dict(), params, config, placement,
+                            str(workdir), audio), nprocs=world, join=True)
+    step, state = CheckpointManager(workdir / "checkpoints").latest()
+    network.load_state_dict(state["network"])
+    return state["history"]
+
+
+@hookimpl
+def wavelens_models():
+    return [
+        Contribution("ciwgan", CiwGANParams,
+                     "ciwGAN: WaveGAN with a Q-network learning one-hot word codes (Beguš 2021)",
+                     CiwGANModel),
+        Contribution("fiwgan", FiwGANParams,
+                     "fiwGAN: WaveGAN with a Q-network learning binary codes (Beguš 2021)",
+                     FiwGANModel),
+    ]

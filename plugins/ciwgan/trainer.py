@@ -1,0 +1,360 @@
+"""The ciwGAN/fiwGAN trainer: WGAN-GP with a Q-network trained on generated audio.
+
+One step, as in the reference (``train_ciwgan.py`` 239-250) and as the papers count
+steps:
+
+1. five critic updates, each with a new real batch and a new latent batch:
+   ``D_loss = mean D(G(z)) − mean D(x) + 10 · mean((‖∇D(x̂)‖₂ − 1)²)``, Adam(1e-4, β 0.5/0.9);
+2. one generator forward ``G(z)`` feeding both ``G_loss = −mean D(G(z))`` and the
+   Q loss (softmax cross-entropy for ciwGAN, sigmoid cross-entropy for fiwGAN).
+   Both gradients are taken at the same parameter values: Adam applies the G_loss
+   gradient to G; TF1-style RMSProp applies the Q-loss gradient to Q **and** G.
+
+Everything random (real batches, latents, interpolation weights, phase shuffle)
+comes from generators stored in each checkpoint, so a resumed run continues exactly
+as an uninterrupted one would. SIGINT/SIGTERM end the current step, save a
+checkpoint and stop.
+
+With ``processes > 1`` the trainer runs in that many processes (gloo on CPU, NCCL on
+CUDA, one GPU each): each takes ``batch_size / processes`` of every batch, and the
+gradients are averaged across processes before every optimizer step, which keeps
+the replicas identical. (``DistributedDataParallel``'s wrapper cannot be used here:
+it does not support ``torch.autograd.grad``, which the gradient penalty and the
+separate G and Q gradients need; the explicit all-reduce does what it would.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from framework import CheckpointManager, Placement, RunInterrupted, atomic_write, write_audio
+
+from .networks import CiwGAN
+from .optim import TFRMSprop
+
+__all__ = ["GANConfig", "GANTrainer", "sample_latent", "gradient_penalty"]
+
+
+@dataclass
+class GANConfig:
+    """What the trainer needs besides the network and the data (all picklable)."""
+
+    code: str  # "categorical" (ciwGAN) or "binary" (fiwGAN)
+    steps: int
+    batch_size: int = 64
+    d_updates: int = 5
+    gp_weight: float = 10.0
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    q_lr: float = 1e-4
+    q_weight: float = 1.0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    sample_every: int = 500
+    sample_value: float = 1.0
+    sample_rate: int = 16000
+    seed: int = 0
+    processes: int = 1
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def sample_latent(batch: int, n_codes: int, code: str, latent_dim: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z, target)``: z = [code, U(−1, 1) noise]; the target is the class index
+    (ciwGAN, one-hot code drawn uniformly) or the bits (fiwGAN, Bernoulli 0.5)."""
+    if code == "categorical":
+        target = torch.randint(n_codes, (batch,), generator=generator)
+        codes = F.one_hot(target, n_codes).float()
+    else:
+        codes = torch.randint(2, (batch, n_codes), generator=generator).float()
+        target = codes
+    noise = torch.rand(batch, latent_dim - n_codes, generator=generator) * 2 - 1
+    return torch.cat([codes, noise], dim=1), target
+
+
+def q_loss(logits: torch.Tensor, target: torch.Tensor, code: str) -> torch.Tensor:
+    if code == "categorical":
+        return F.cross_entropy(logits.float(), target)
+    return F.binary_cross_entropy_with_logits(logits.float(), target)
+
+
+def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     alpha: torch.Tensor) -> torch.Tensor:
+    """mean((‖∇D(x̂)‖₂ − 1)²) with x̂ = x + α(G(z) − x), the norm over (channel, time)."""
+    mixed = (real + alpha * (fake - real)).requires_grad_(True)
+    gradient, = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    norm = gradient.float().flatten(1).norm(dim=1)
+    return ((norm - 1.0) ** 2).mean()
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[Callable[[], str | None]]:
+    """Turn SIGINT/SIGTERM into a flag checked between steps (main thread only);
+    yields a function returning the signal's name once one arrived."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class GANTrainer:
+    """Trains a :class:`CiwGAN` in place; rank 0 writes checkpoints, logs, samples."""
+
+    def __init__(self, network: CiwGAN, config: GANConfig, placement: Placement, workdir: Path,
+                 rank: int = 0, world: int = 1, log: Any = None,
+                 progress: Callable[..., Iterator] | None = None):
+        self.net = network.to(placement.device)
+        self.config = config
+        self.placement = placement
+        self.device = placement.device
+        self.workdir = Path(workdir)
+        self.rank, self.world = rank, world
+        self.log = log
+        self.progress = progress
+        if config.batch_size % world:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes")
+        self.local_batch = config.batch_size // world
+        generator, q = network.generator, network.q_network
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_d = torch.optim.Adam(network.discriminator.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_q = TFRMSprop([*q.parameters(), *generator.parameters()], lr=config.q_lr)
+        # Every random draw has its own generator; each process its own stream.
+        base = config.seed * 1000 + rank
+        self.data_rng = torch.Generator().manual_seed(base + 1)
+        self.latent_rng = torch.Generator().manual_seed(base + 2)
+        network.shuffle_generator.manual_seed(base + 3)
+        self.order: torch.Tensor | None = None
+        self.position = 0
+        self.checkpoints = CheckpointManager(self.workdir / "checkpoints", keep=config.keep_checkpoints)
+
+    # -- state -----------------------------------------------------------------------
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "network": self.net.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "opt_q": self.opt_q.state_dict(),
+            "data_rng": self.data_rng.get_state(),
+            "latent_rng": self.latent_rng.get_state(),
+            "shuffle_rng": self.net.shuffle_generator.get_state(),
+            "order": self.order,
+            "position": self.position,
+            "history": self.config.history,
+        }
+
+    def restore(self) -> int:
+        """Load the latest checkpoint (if any); return the step it ends."""
+        found = self.checkpoints.latest(map_location="cpu")
+        if found is None:
+            return 0
+        step, state = found
+        self.net.load_state_dict(state["network"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_q.load_state_dict(state["opt_q"])
+        self.data_rng.set_state(state["data_rng"])
+        self.latent_rng.set_state(state["latent_rng"])
+        self.net.shuffle_generator.set_state(state["shuffle_rng"])
+        self.order, self.position = state["order"], state["position"]
+        self.config.history = state["history"]
+        return step
+
+    def parameter_checksum(self) -> str:
+        digest = hashlib.sha256()
+        for tensor in self.net.state_dict().values():
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def save(self, step: int) -> None:
+        state = self.state(step)
+        if self.world > 1:
+            # Every checkpoint records each replica's checksum: they must all agree.
+            checksums: list[str] = [""] * self.world
+            dist.all_gather_object(checksums, self.parameter_checksum())
+            state["replica_checksums"] = checksums
+            if len(set(checksums)) != 1 and self.log:
+                self.log.error("replicas differ at step %d: %s", step, checksums)
+        if self.rank == 0:
+            self.checkpoints.save(step, state)
+        if self.world > 1:
+            dist.barrier()
+
+    # -- pieces of a step -------------------------------------------------------------
+
+    def real_batch(self, data: torch.Tensor) -> torch.Tensor:
+        """The next batch of an epoch-wise shuffle (this process's share)."""
+        if self.order is None or self.position + self.local_batch > len(self.order):
+            self.order = torch.randperm(len(data), generator=self.data_rng)
+            self.position = 0
+        index = self.order[self.position : self.position + self.local_batch]
+        self.position += self.local_batch
+        return data[index.to(data.device)]
+
+    def latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        z, target = sample_latent(self.local_batch, self.net.n_codes, self.config.code,
+                                  self.net.generator.latent_dim, self.latent_rng)
+        return z.to(self.device), target.to(self.device)
+
+    def _average(self, parameters: list[torch.nn.Parameter]) -> None:
+        if self.world == 1:
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+    def critic_update(self, data: torch.Tensor) -> dict[str, float]:
+        net, config = self.net, self.config
+        real = self.real_batch(data)
+        z, _ = self.latent()
+        alpha = torch.rand(self.local_batch, 1, 1, generator=self.latent_rng).to(self.device)
+        with self.placement.autocast():
+            with torch.no_grad():
+                fake = net.generator(z)
+            fake_score = net.discriminator(fake).float().mean()
+            real_score = net.discriminator(real).float().mean()
+            penalty = gradient_penalty(net.discriminator, real, fake.to(real.dtype), alpha)
+            loss = fake_score - real_score + config.gp_weight * penalty
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self._average(list(net.discriminator.parameters()))
+        self.opt_d.step()
+        return {"d_loss": loss.item(), "wasserstein": (real_score - fake_score).item(),
+                "gp": penalty.item()}
+
+    def generator_update(self) -> dict[str, float]:
+        net, config = self.net, self.config
+        z, target = self.latent()
+        g_params = list(net.generator.parameters())
+        q_params = list(net.q_network.parameters())
+        with self.placement.autocast():
+            audio = net.generator(z)
+            g_loss = -net.discriminator(audio).float().mean()
+            logits = net.q_network(audio)
+            loss_q = config.q_weight * q_loss(logits, target, config.code)
+        # Both gradients at the same parameter values, as one TF session.run does.
+        g_grads = torch.autograd.grad(g_loss, g_params, retain_graph=True)
+        q_grads = torch.autograd.grad(loss_q, q_params + g_params)
+        for param, grad in zip(g_params, g_grads, strict=True):
+            param.grad = grad
+        self._average(g_params)
+        self.opt_g.step()
+        for param, grad in zip(q_params + g_params, q_grads, strict=True):
+            param.grad = grad
+        self._average(q_params + g_params)
+        self.opt_q.step()
+        if config.code == "categorical":
+            accuracy = (logits.argmax(dim=1) == target).float().mean()
+        else:
+            accuracy = ((logits > 0).float() == target).float().mean()
+        return {"g_loss": g_loss.item(), "q_loss": loss_q.item(), "q_accuracy": accuracy.item()}
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def train(self, data: torch.Tensor) -> list[dict[str, float]]:
+        """Train to ``config.steps``; return the logged history. ``data`` is
+        (N, 1, slice_len) real audio."""
+        config = self.config
+        start = self.restore()
+        if start and self.log and self.rank == 0:
+            self.log.info("resuming training at step %d of %d", start, config.steps)
+        data = data.to(self.device)
+        self.net.train()
+        steps = range(start + 1, config.steps + 1)
+        if self.progress is not None and self.rank == 0:
+            steps = self.progress(steps, total=config.steps - start, description="ciwGAN steps")
+        window: list[dict[str, float]] = []
+        started = time.perf_counter()
+        done_here = 0
+        with deferred_interrupts() as interrupted:
+            for step in steps:
+                record: dict[str, float] = {}
+                for _ in range(config.d_updates):
+                    record.update(self.critic_update(data))
+                record.update(self.generator_update())
+                window.append(record)
+                done_here += 1
+                if step % config.log_every == 0 or step == config.steps:
+                    rate = done_here / (time.perf_counter() - started)
+                    entry = {"step": step, **{k: float(np.mean([r[k] for r in window])) for k in record},
+                             "steps_per_s": rate}
+                    config.history.append(entry)
+                    window = []
+                    if self.log and self.rank == 0:
+                        self.log.info(
+                            "step %d: D %.4f  G %.4f  Q %.4f (accuracy %.2f)  %.2f steps/s", step,
+                            entry["d_loss"], entry["g_loss"], entry["q_loss"], entry["q_accuracy"], rate,
+                        )
+                if step % config.sample_every == 0 and self.rank == 0:
+                    self.write_samples(step)
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    self.save(step)
+                reason = interrupted()
+                if reason is not None:
+                    self.save(step)
+                    raise RunInterrupted(f"{reason} at step {step}; checkpoint saved")
+        return config.history
+
+    def codes_for_samples(self) -> list[tuple[str, torch.Tensor]]:
+        n = self.net.n_codes
+        value = self.config.sample_value
+        if self.config.code == "categorical" or n > 4:
+            return [(f"code{i}", F.one_hot(torch.tensor(i), n).float() * value) for i in range(n)]
+        bits = [[(k >> b) & 1 for b in reversed(range(n))] for k in range(2**n)]
+        return [("bits" + "".join(map(str, b)), torch.tensor(b).float() * value) for b in bits]
+
+    @torch.no_grad()
+    def write_samples(self, step: int) -> None:
+        """One output per code (fiwGAN: per bit pattern), same noise for every code."""
+        generator = self.net.generator
+        was_training = generator.training
+        generator.eval()
+        noise = torch.rand(1, generator.latent_dim - self.net.n_codes,
+                           generator=torch.Generator().manual_seed(12345)) * 2 - 1
+        folder = self.workdir / "samples" / f"step-{step:07d}"
+        for name, code in self.codes_for_samples():
+            z = torch.cat([code[None], noise], dim=1).to(self.device)
+            audio = generator(z)[0, 0].float().cpu().numpy()
+            write_audio(folder / f"{name}.wav", np.clip(audio, -1, 1), self.config.sample_rate)
+        generator.train(was_training)
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """The logged losses as CSV (one row per logged step)."""
+    if not history:
+        return
+    with atomic_write(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)

@@ -1,0 +1,257 @@
+"""ciwGAN/fiwGAN: networks faithful to the TF reference, the trainer, resumption, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from framework import Run, load_spec_text, resolve_placement
+from plugins.ciwgan.model import train_distributed
+from plugins.ciwgan.networks import (
+    CiwGAN,
+    DownConv,
+    UpConv,
+    WaveGANDiscriminator,
+    WaveGANGenerator,
+    phase_shuffle,
+    same_padding,
+)
+from plugins.ciwgan.optim import TFRMSprop
+from plugins.ciwgan.trainer import GANConfig, GANTrainer, sample_latent
+
+CPU = resolve_placement("cpu", "fp32")
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def tiny(n_codes: int = 2, dim: int = 2) -> CiwGAN:
+    torch.manual_seed(0)
+    return CiwGAN(n_codes, dim=dim)
+
+
+def toy_data(n: int = 16) -> torch.Tensor:
+    rng = np.random.default_rng(0)
+    t = np.arange(16384) / 16000
+    waves = [np.sin(2 * np.pi * rng.uniform(200, 2000) * t) * np.hanning(16384) for _ in range(n)]
+    return torch.tensor(np.stack(waves), dtype=torch.float32).unsqueeze(1)
+
+
+# -- networks --------------------------------------------------------------------------
+
+
+def test_parameter_counts_match_the_reference_at_default_size():
+    generator, critic = WaveGANGenerator(), WaveGANDiscriminator()
+    assert count(generator) == 19_065_345  # ≈ 19.07 M
+    assert count(critic) == 17_427_969  # ≈ 17.43 M
+    network = CiwGAN(8)
+    assert count(network.q_network) == count(critic) + 7 * (16384 + 1)  # a logit per code
+    assert network.q_network.conv1.conv.weight.data_ptr() != network.discriminator.conv1.conv.weight.data_ptr()
+
+
+@pytest.mark.parametrize("slice_len", [16384, 32768, 65536])
+def test_shapes_for_each_slice_length(slice_len):
+    network = CiwGAN(3, dim=2, slice_len=slice_len)
+    audio = network.generator(torch.rand(2, 100) * 2 - 1)
+    assert audio.shape == (2, 1, slice_len) and audio.abs().max() <= 1
+    assert network.discriminator(audio).shape == (2, 1)
+    assert network.q_network(audio).shape == (2, 3)
+
+
+def test_down_conv_pads_like_tf_same():
+    assert same_padding(25, 4) == (10, 11)
+    conv = DownConv(1, 1, 4)
+    nn.init.zeros_(conv.conv.weight)
+    nn.init.zeros_(conv.conv.bias)
+    conv.conv.weight.data[0, 0, 3] = 1.0  # tap 3
+    x = torch.zeros(1, 1, 64)
+    x[0, 0, 29] = 1.0
+    out = conv(x)[0, 0]
+    # TF SAME: out[t] = Σ_k w[k] · x[4t + k − 10], so the impulse lands at t = (29 + 10 − 3) / 4.
+    assert out.shape == (16,) and out.nonzero().flatten().tolist() == [9]
+
+
+def test_up_conv_is_the_adjoint_of_the_same_conv_as_tf_defines_it():
+    # TF's conv2d_transpose is the gradient of conv2d with SAME padding: its output
+    # must satisfy <conv(u), x> = <u, conv_transpose(x)> with the same kernel.
+    torch.manual_seed(1)
+    up, down = UpConv(3, 2, 4), DownConv(2, 3, 4)
+    down.conv.weight.data.copy_(up.conv.weight.data)  # (3, 2, 25) in both layouts
+    nn.init.zeros_(up.conv.bias)
+    nn.init.zeros_(down.conv.bias)
+    u, x = torch.randn(1, 2, 256), torch.randn(1, 3, 64)
+    lhs = (down(u) * x).sum()
+    rhs = (u * up(x)).sum()
+    assert up(x).shape == (1, 2, 256)
+    assert lhs.item() == pytest.approx(rhs.item(), rel=1e-5)
+
+
+def test_generator_reads_the_dense_output_time_major_and_applies_relu():
+    generator = WaveGANGenerator(dim=2)
+    z = torch.rand(1, 100)
+    dense = generator.dense(z).view(1, 16, 32)
+    captured = {}
+    generator.upconvs[0].register_forward_hook(lambda m, i, o: captured.update(x=i[0]))
+    generator(z)
+    torch.testing.assert_close(captured["x"], torch.relu(dense).transpose(1, 2))
+
+
+def test_phase_shuffle_shifts_the_whole_batch_and_reflects_the_edge():
+    x = torch.arange(10.0).repeat(2, 3, 1)  # (batch 2, channels 3, time 10)
+    seen = set()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        out = phase_shuffle(x, 2, generator)
+        phase = None
+        for candidate in range(-2, 3):
+            if candidate >= 0:
+                expected = torch.cat([x[..., 1 : candidate + 1].flip(-1), x[..., : 10 - candidate]], -1)
+            else:
+                k = -candidate
+                expected = torch.cat([x[..., k:], x[..., -1 - k : -1].flip(-1)], -1)
+            if torch.equal(out, expected):
+                phase = candidate
+        assert phase is not None  # one of the five shifts, the same for every row
+        seen.add(phase)
+    assert seen == {-2, -1, 0, 1, 2}
+
+
+def test_phase_shuffle_follows_the_first_four_layers_only_and_is_off_in_eval():
+    critic = WaveGANDiscriminator(dim=2, generator=torch.Generator().manual_seed(5))
+    reference = torch.Generator().manual_seed(5)
+    critic(torch.randn(2, 1, 16384))
+    for _ in range(4):  # one draw per shuffled layer
+        torch.randint(-2, 3, (1,), generator=reference)
+    assert torch.equal(critic.generator.get_state(), reference.get_state())
+    critic.eval()
+    x = torch.randn(2, 1, 16384)
+    torch.testing.assert_close(critic(x), critic(x))
+    assert torch.equal(critic.generator.get_state(), reference.get_state())  # no draws in eval
+
+
+def test_weights_are_glorot_uniform_with_zero_bias():
+    generator = WaveGANGenerator(dim=8)
+    weight = generator.upconvs[1].conv.weight  # (in 64, out 32, 25)
+    limit = np.sqrt(6 / (64 * 25 + 32 * 25))
+    assert weight.abs().max() <= limit and weight.abs().max() > 0.95 * limit
+    assert torch.all(generator.upconvs[1].conv.bias == 0)
+
+
+# -- the optimizer ---------------------------------------------------------------------
+
+
+def test_tf_rmsprop_matches_a_hand_computation():
+    param = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    optimizer = TFRMSprop([param], lr=0.01)
+    grads = [torch.tensor([0.5, 0.1], dtype=torch.float64), torch.tensor([-0.3, 0.2], dtype=torch.float64)]
+    expected = np.array([1.0, -2.0])
+    mean_square = np.ones(2)
+    for grad in grads:
+        param.grad = grad.clone()
+        optimizer.step()
+        g = grad.numpy()
+        mean_square = 0.9 * mean_square + 0.1 * g**2
+        expected = expected - 0.01 * g / np.sqrt(mean_square + 1e-10)
+    np.testing.assert_allclose(param.detach().numpy(), expected, rtol=0, atol=1e-15)
+    # By hand, first step, first element: ms = 0.9 + 0.1·0.25 = 0.925; Δ = 0.01·0.5/√0.925.
+    assert expected[0] != pytest.approx(1.0 - 0.01 * 0.5 / np.sqrt(0.025 + 1e-8))  # torch's zeros start
+
+
+# -- training --------------------------------------------------------------------------
+
+
+def make_trainer(tmp_path, network=None, **overrides) -> GANTrainer:
+    settings = {"code": "categorical", "steps": 4, "batch_size": 4, "d_updates": 1,
+                "checkpoint_every": 2, "log_every": 1, "sample_every": 1000, "seed": 3, **overrides}
+    return GANTrainer(network or tiny(), GANConfig(**settings), CPU, tmp_path)
+
+
+def test_latents_are_code_then_uniform_noise():
+    z, target = sample_latent(64, 8, "categorical", 100, torch.Generator().manual_seed(0))
+    assert z.shape == (64, 100)
+    torch.testing.assert_close(z[:, :8], nn.functional.one_hot(target, 8).float())
+    assert z[:, 8:].min() >= -1 and z[:, 8:].max() <= 1
+    z, bits = sample_latent(64, 3, "binary", 100, torch.Generator().manual_seed(0))
+    assert torch.equal(z[:, :3], bits) and set(bits.unique().tolist()) == {0.0, 1.0}
+
+
+def test_the_q_loss_alone_updates_the_generator(tmp_path):
+    trainer = make_trainer(tmp_path, lr=1e-12)  # Adam's G update is then negligible
+    before = [p.detach().clone() for p in trainer.net.generator.parameters()]
+    trainer.generator_update()
+    moved = max((p - b).abs().max().item() for p, b in zip(trainer.net.generator.parameters(), before))
+    assert moved > 1e-6
+    silent = make_trainer(tmp_path / "q0", lr=1e-12, q_weight=0.0)
+    before = [p.detach().clone() for p in silent.net.generator.parameters()]
+    silent.generator_update()
+    moved = max((p - b).abs().max().item() for p, b in zip(silent.net.generator.parameters(), before))
+    assert moved < 1e-9
+
+
+def test_a_few_steps_reduce_the_q_loss(tmp_path):
+    # A toy problem: a generator whose output already has the scale of audio, a latent
+    # of two codes and one noise value, no phase shuffle. (From the faithful start,
+    # Q learns slowly: see docs/ciwgan.md.)
+    torch.manual_seed(0)
+    network = CiwGAN(2, dim=4, latent_dim=3, phase_shuffle_radius=0)
+    with torch.no_grad():
+        for layer in network.generator.upconvs:
+            layer.conv.weight.mul_(4.0)
+    trainer = make_trainer(tmp_path, steps=30, batch_size=16, q_lr=0.1, checkpoint_every=100,
+                           network=network)
+    history = trainer.train(toy_data())
+    losses = [h["q_loss"] for h in history]
+    assert np.mean(losses[:3]) > 0.5 and np.mean(losses[-5:]) < 0.05
+    assert history[-1]["q_accuracy"] == 1.0
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    data = toy_data()
+    whole = make_trainer(tmp_path / "whole", steps=6, checkpoint_every=3)
+    whole.train(data)
+    first = make_trainer(tmp_path / "split", steps=3, checkpoint_every=3)
+    first.train(data)
+    second = make_trainer(tmp_path / "split", steps=6, checkpoint_every=3)
+    second.train(data)
+    for (name, a), b in zip(whole.net.state_dict().items(), second.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [h["d_loss"] for h in whole.config.history] == [h["d_loss"] for h in second.config.history]
+
+
+def test_two_gloo_processes_train_and_stay_in_sync(tmp_path):
+    network = tiny()
+    config = GANConfig(code="categorical", steps=2, batch_size=4, d_updates=1, checkpoint_every=2,
+                       log_every=1, sample_every=1000, seed=1, processes=2)
+    history = train_distributed(network, config, CPU, tmp_path, toy_data(8))
+    assert [h["step"] for h in history] == [1, 2]
+    state = torch.load(tmp_path / "checkpoints" / "ckpt-000000002.pt", weights_only=False)
+    assert len(set(state["replica_checksums"])) == 1 and len(state["replica_checksums"]) == 2
+    assert any(not torch.equal(a, b) for a, b in zip(tiny().state_dict().values(),
+                                                     network.state_dict().values()))
+
+
+def test_a_spec_trains_writes_samples_and_losses(tmp_path):
+    from test_timit import make_tree
+
+    root = make_tree(tmp_path / "timit", speakers=4)
+    resolved = load_spec_text(
+        "spec_version: 1\nname: gan\nseed: 1\ndevice: cpu\n"
+        f"data: {{plugin: timit_words, params: {{root: {root}, words: [ask, wash]}}}}\n"
+        "model: {plugin: ciwgan, params: {n_codes: 2, dim: 2, sample_every: 2}}\n"
+        "train: {steps: 4, batch_size: 4, checkpoint_every: 2, log_every: 1}\n",
+        spec_dir=tmp_path,
+    )
+    directory = Run(resolved, runs_dir=tmp_path / "runs").execute()
+    stage = directory / "stages" / "model"
+    assert sorted(p.name for p in (stage / "samples" / "step-0000004").iterdir()) == ["code0.wav", "code1.wav"]
+    with open(stage / "losses.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert {"d_loss", "g_loss", "q_loss", "q_accuracy", "gp", "steps_per_s"} <= set(rows[0])
+    assert json.loads((stage / "stage.json").read_text())["summary"]["parameters"] > 0
