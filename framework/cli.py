@@ -5,6 +5,7 @@
     wavelens validate SPEC [--set K=V]             check a spec without running it
     wavelens run SPEC [--set K=V] [--print]        run (or resume) an experiment
     wavelens data describe SPEC [--json]           prepare a spec's data; print its summary
+    wavelens generate RUN|CKPT --code C [--value V] [-n N]  outputs of a generative model
     wavelens report RUN_DIR                        rebuild a run's report
 
 Global options: ``--disable NAME`` (repeatable; adds to $WAVELENS_DISABLE_PLUGINS).
@@ -162,6 +163,60 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_run_dir(target: Path) -> Path:
+    for folder in [target, *target.parents]:
+        if (folder / "run.json").is_file() and (folder / "spec.yaml").is_file():
+            return folder
+    raise WavelensError(
+        f"{target} is not inside a wavelens run directory (no run.json and spec.yaml above it)"
+    )
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .audio import write_audio
+    from .spec import load_spec
+
+    target = Path(args.target).resolve()
+    if not target.exists():
+        raise WavelensError(f"{target} does not exist")
+    run_dir = _find_run_dir(target)
+    resolved = load_spec(run_dir / "spec.yaml", disabled=_disabled(args))
+    component = resolved.component("model")
+    if component is None:
+        raise WavelensError(f"the run {run_dir} has no model")
+    model = component.build()
+    network = model.network()
+    if target.is_file():  # a training checkpoint (or a saved state dict)
+        if target.suffix != ".pt":
+            raise WavelensError(f"{target} is not a checkpoint (.pt); give a run directory, its "
+                                "model stage folder or a checkpoint file")
+        try:
+            state = torch.load(target, map_location="cpu", weights_only=True)
+            network.load_state_dict(state.get("network", state))
+        except Exception as exc:
+            raise WavelensError(f"cannot load {target} into the run's {component.plugin.name} "
+                                f"model: {type(exc).__name__}: {exc}") from None
+        source = target
+    else:
+        source = run_dir / "stages" / "model" / "model.pt"
+        if not source.is_file():
+            raise WavelensError(f"{run_dir} has no finished model stage ({source} is missing); "
+                                "give a checkpoint file instead")
+        model.load_weights(network, source)
+    outputs, rate = model.generate(network, args.code, args.value, args.n, args.seed)
+    out = args.out or run_dir / "generated" / f"code-{args.code}_value-{args.value:g}_seed-{args.seed}"
+    peak = float(outputs.abs().max()) if outputs.numel() else 0.0
+    for index, audio in enumerate(outputs):
+        # Values beyond ±1 are clipped when written, as the papers do.
+        write_audio(Path(out) / f"{index:03d}.wav", audio.clamp(-1, 1).numpy(), rate)
+    console.print(f"wrote {len(outputs)} outputs of code {escape(args.code)} at value {args.value:g} "
+                  f"(weights {escape(str(source))}; peak {peak:.3f}) to {escape(str(out))}",
+                  soft_wrap=True, highlight=False)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -216,6 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--runs-dir", type=Path, default=None,
                           help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
     describe.set_defaults(func=_cmd_data_describe)
+
+    generate = commands.add_parser(
+        "generate", help="generate outputs from a trained generative model (ciwGAN, fiwGAN)")
+    generate.add_argument("target", type=Path,
+                          help="a run directory, its model stage, or a checkpoint file")
+    generate.add_argument("--code", required=True,
+                          help="the code to set: an index, or a bit string for binary codes")
+    generate.add_argument("--value", type=float, default=1.0,
+                          help="value of the set code (outside the training range, e.g. 2)")
+    generate.add_argument("-n", type=int, default=100, help="number of outputs (default 100)")
+    generate.add_argument("--seed", type=int, default=0,
+                          help="seed of the latent noise; the same seed gives the same noise for every code")
+    generate.add_argument("--out", type=Path, default=None,
+                          help="folder for the WAV files (default RUN_DIR/generated/...)")
+    generate.set_defaults(func=_cmd_generate)
 
     report = commands.add_parser("report", help="rebuild a run's report from its artefacts")
     report.add_argument("run_dir", type=Path)

@@ -135,13 +135,19 @@ class StageContext:
         return [] if self._upstream is None else self._upstream(kind)
 
     def progress(
-        self, items: Iterable[T], total: int | None = None, description: str = ""
+        self,
+        items: Iterable[T],
+        total: int | None = None,
+        description: str = "",
+        status: Callable[[], str] | None = None,
     ) -> Iterator[T]:
-        """Iterate ``items`` with a progress bar on the console."""
+        """Iterate ``items`` with a progress bar on the console; ``status()`` (called
+        after each item) gives text shown beside the bar, such as rates and losses."""
         if self._progress is None:
             yield from items
         else:
-            yield from self._progress(items, total=total, description=description or self.stage)
+            yield from self._progress(items, total=total, description=description or self.stage,
+                                      status=status)
 
     def write_report(self, markdown: str) -> None:
         """Set this stage's section of the run report (Markdown; images may be
@@ -203,6 +209,14 @@ class Model(ABC):
     def predict(self, network: torch.nn.Module, batch: Any, ctx: StageContext) -> tuple[Any, Any]:
         """Map a batch of the evaluation split to ``(preds, target)`` for metrics."""
         raise StageError(f"{type(self).__name__} does not define predict(); it cannot be scored")
+
+    def generate(self, network: torch.nn.Module, code: str, value: float, n: int,
+                 seed: int) -> tuple[torch.Tensor, int]:
+        """Generated outputs ``(n, samples)`` and their sample rate, for a generative
+        model: ``code`` names what to condition on (the model says how to read it),
+        ``value`` the strength, and the latent noise is drawn from ``seed`` so the
+        same seed gives the same noise for every code. ``wavelens generate`` calls it."""
+        raise StageError(f"{type(self).__name__} is not a generative model; it cannot generate")
 
     def save_weights(self, network: torch.nn.Module, path: Path) -> None:
         """Write the network's weights to ``path`` (atomically)."""

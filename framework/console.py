@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
@@ -39,8 +39,17 @@ def get_logger(name: str | None = None) -> logging.Logger:
     return root if name is None else root.getChild(name)
 
 
-def progress(items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
-    """Iterate ``items`` showing a progress bar (count, elapsed, remaining)."""
+def progress(
+    items: Iterable[T],
+    total: int | None = None,
+    description: str = "",
+    status: Callable[[], str] | None = None,
+) -> Iterator[T]:
+    """Iterate ``items`` showing a progress bar (count, elapsed, remaining).
+
+    ``status``, if given, is called after each item; its text (rates, losses) is
+    shown at the end of the bar.
+    """
     if total is None:
         try:
             total = len(items)  # type: ignore[arg-type]
@@ -52,9 +61,10 @@ def progress(items: Iterable[T], total: int | None = None, description: str = ""
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
     ]
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=total, status="")
         for item in items:
             yield item
-            bar.advance(task)
+            bar.update(task, advance=1, status=status() if status is not None else "")

@@ -42,6 +42,7 @@ class CiwGANParams(Params):
     sample_every: int = Field(500, ge=1, description="write one WAV per code every this many steps")
     sample_value: float = Field(1.0, description="code value of the periodic samples")
     processes: int = Field(1, ge=1, description="training processes (one per GPU on CUDA; gloo on CPU)")
+    sample_rate: int = Field(16000, description="rate of the audio (generated files are written at it)")
 
 
 class FiwGANParams(CiwGANParams):
@@ -85,6 +86,9 @@ class CiwGANModel(Model):
 
     def train(self, network: torch.nn.Module, ctx: StageContext, train: TrainSpec) -> None:
         audio, rate = self.training_audio(ctx)
+        if rate != self.params.sample_rate:
+            raise StageError(f"the data is at {rate} Hz, but the model's sample_rate is "
+                             f"{self.params.sample_rate}; set model.params.sample_rate: {rate}")
         config = self.config(train, ctx.seed)
         config.sample_rate = rate
         ctx.log.info("training on %d real tokens; %d generator steps of batch %d", len(audio),
@@ -118,6 +122,40 @@ class CiwGANModel(Model):
         logits = network(batch["audio"].to(ctx.placement.device))
         codes = logits.argmax(dim=1) if self.code == "categorical" else (logits > 0).long()
         return codes.cpu(), batch["label"]
+
+
+    def code_vector(self, code: str, value: float) -> torch.Tensor:
+        """The code part of the latent for ``code``: an index ("3") sets that code
+        (ciwGAN: one-hot) or that bit (fiwGAN); a bit string ("101", fiwGAN) sets
+        those bits. Set entries get ``value``; the papers use values outside the
+        training range (2, 3, ... for codes trained at 1)."""
+        n = self.params.n_codes
+        text = str(code).strip()
+        if self.code == "binary" and len(text) == n and set(text) <= {"0", "1"} and n > 1:
+            bits = [int(c) for c in text]
+        elif text.isdigit() and int(text) < n:
+            bits = [int(i == int(text)) for i in range(n)]
+        else:
+            expected = f"an index 0..{n - 1}" + (f" or {n} bits such as {'1' + '0' * (n - 1)}"
+                                                  if self.code == "binary" else "")
+            raise StageError(f"code {code!r} does not name a code of this model: expected {expected}")
+        return torch.tensor(bits, dtype=torch.float32) * value
+
+    @torch.no_grad()
+    def generate(self, network: torch.nn.Module, code: str, value: float, n: int,
+                 seed: int) -> tuple[torch.Tensor, int]:
+        generator = network.generator
+        was_training = generator.training
+        generator.eval()
+        device = next(generator.parameters()).device
+        # The same seed gives the same noise whatever the code, so outputs of two
+        # codes differ only by the code.
+        noise = torch.rand(n, generator.latent_dim - self.params.n_codes,
+                           generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        z = torch.cat([self.code_vector(code, value).expand(n, -1), noise], dim=1)
+        outputs = [generator(chunk.to(device))[:, 0].float().cpu() for chunk in z.split(64)]
+        generator.train(was_training)
+        return torch.cat(outputs), self.params.sample_rate
 
 
 class FiwGANModel(CiwGANModel):

@@ -292,11 +292,22 @@ class GANTrainer:
         data = data.to(self.device)
         self.net.train()
         steps = range(start + 1, config.steps + 1)
-        if self.progress is not None and self.rank == 0:
-            steps = self.progress(steps, total=config.steps - start, description="ciwGAN steps")
         window: list[dict[str, float]] = []
+        latest: list[dict[str, float]] = [{}]
         started = time.perf_counter()
         done_here = 0
+
+        def status() -> str:
+            if not done_here:
+                return ""
+            last = latest[0]
+            rate = done_here / (time.perf_counter() - started)
+            return (f"{rate:.2f} steps/s  D {last['d_loss']:.3f}  G {last['g_loss']:.3f}  "
+                    f"Q {last['q_loss']:.3f}")
+
+        if self.progress is not None and self.rank == 0:
+            steps = self.progress(steps, total=config.steps - start, description="GAN steps",
+                                  status=status)
         with deferred_interrupts() as interrupted:
             for step in steps:
                 record: dict[str, float] = {}
@@ -304,6 +315,7 @@ class GANTrainer:
                     record.update(self.critic_update(data))
                 record.update(self.generator_update())
                 window.append(record)
+                latest[0] = record
                 done_here += 1
                 if step % config.log_every == 0 or step == config.steps:
                     rate = done_here / (time.perf_counter() - started)
