@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from torch import nn
 
@@ -237,7 +238,9 @@ def test_two_gloo_processes_train_and_stay_in_sync(tmp_path):
                                                      network.state_dict().values(), strict=True))
 
 
-def test_a_spec_trains_writes_samples_and_losses(tmp_path):
+@pytest.fixture
+def trained_run(tmp_path):
+    """A 4-step ciwGAN run on a hand-made 2-word corpus, with the lexical probe."""
     from test_timit import make_tree
 
     root = make_tree(tmp_path / "timit", speakers=4)
@@ -245,10 +248,16 @@ def test_a_spec_trains_writes_samples_and_losses(tmp_path):
         "spec_version: 1\nname: gan\nseed: 1\ndevice: cpu\n"
         f"data: {{plugin: timit_words, params: {{root: {root}, words: [ask, wash]}}}}\n"
         "model: {plugin: ciwgan, params: {n_codes: 2, dim: 2, sample_every: 2}}\n"
-        "train: {steps: 4, batch_size: 4, checkpoint_every: 2, log_every: 1}\n",
+        "train: {steps: 4, batch_size: 4, checkpoint_every: 2, log_every: 1}\n"
+        "probe: [{plugin: lexical_learning, params: {n_per_code: 6, values: [1, 3], "
+        "classifier_epochs: 2, keep_audio: 2}}]\n",
         spec_dir=tmp_path,
     )
-    directory = Run(resolved, runs_dir=tmp_path / "runs").execute()
+    return Run(resolved, runs_dir=tmp_path / "runs").execute()
+
+
+def test_a_spec_trains_writes_samples_and_losses(trained_run):
+    directory = trained_run
     stage = directory / "stages" / "model"
     samples = stage / "samples" / "step-0000004"
     assert sorted(p.name for p in samples.iterdir()) == ["code0.wav", "code1.wav"]
@@ -257,3 +266,42 @@ def test_a_spec_trains_writes_samples_and_losses(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert {"d_loss", "g_loss", "q_loss", "q_accuracy", "gp", "steps_per_s"} <= set(rows[0])
     assert json.loads((stage / "stage.json").read_text())["summary"]["parameters"] > 0
+
+
+def test_lexical_learning_reports_q_accuracy_and_purity_per_code(trained_run):
+    stage = trained_run / "stages" / "probe.0"
+    summary = json.loads((stage / "lexical.json").read_text())
+    assert [(r["code"], r["value"]) for r in summary["codes"]] == [("0", 1), ("1", 1), ("0", 3), ("1", 3)]
+    for row in summary["codes"]:
+        assert row["n_ask"] + row["n_wash"] == 6
+        assert row["purity"] == max(row["n_ask"], row["n_wash"]) / 6
+        assert 0 <= row["q_accuracy"] <= 1
+    assert 0 <= summary["classifier_test_accuracy"] <= 1
+    assert len(list((stage / "audio" / "value-3" / "code-1").glob("*.wav"))) == 2
+    assert "purity" in (trained_run / "report.md").read_text()
+
+
+def test_generate_command_writes_outputs_with_the_same_noise_for_every_code(trained_run, capsys):
+    from framework.cli import main
+
+    assert main(["generate", str(trained_run), "--code", "0", "--value", "2", "-n", "3",
+                 "--out", str(trained_run / "g0")]) == 0
+    assert main(["generate", str(trained_run / "stages/model/checkpoints/ckpt-000000004.pt"),
+                 "--code", "1", "--value", "2", "-n", "3", "--out", str(trained_run / "g1")]) == 0
+    first = sorted((trained_run / "g0").glob("*.wav"))
+    assert len(first) == 3
+    a = sf.read(first[0])[0]
+    b = sf.read(trained_run / "g1" / "000.wav")[0]
+    assert a.shape == (16384,) and not np.array_equal(a, b)  # same noise, another code
+    assert main(["generate", str(trained_run), "--code", "5", "-n", "1"]) == 2
+    assert "expected an index 0..1" in capsys.readouterr().err
+
+
+def test_codes_read_as_indices_or_bit_strings():
+    from plugins.ciwgan.model import CiwGANModel, CiwGANParams, FiwGANModel, FiwGANParams
+
+    ciw = CiwGANModel(CiwGANParams(n_codes=4))
+    assert ciw.code_vector("2", 2.0).tolist() == [0, 0, 2, 0]
+    fiw = FiwGANModel(FiwGANParams(n_codes=3))
+    assert fiw.code_vector("101", 1.5).tolist() == [1.5, 0, 1.5]
+    assert fiw.code_vector("1", 1.0).tolist() == [0, 1, 0]
