@@ -305,3 +305,36 @@ def test_codes_read_as_indices_or_bit_strings():
     fiw = FiwGANModel(FiwGANParams(n_codes=3))
     assert fiw.code_vector("101", 1.5).tolist() == [1.5, 0, 1.5]
     assert fiw.code_vector("1", 1.0).tolist() == [0, 1, 0]
+
+
+def test_fiwgan_trains_with_sigmoid_cross_entropy_on_bits(tmp_path):
+    trainer = make_trainer(tmp_path, code="binary", steps=2, network=tiny(n_codes=3))
+    history = trainer.train(toy_data())
+    # Untrained Q: each bit's logit is near 0, so the per-bit loss is near ln 2.
+    assert history[0]["q_loss"] == pytest.approx(np.log(2), abs=0.01)
+    assert 0 <= history[-1]["q_accuracy"] <= 1
+    names = [name for name, _ in trainer.codes_for_samples()]
+    assert names == ["bits000", "bits001", "bits010", "bits011", "bits100", "bits101", "bits110", "bits111"]
+
+
+def test_sigterm_finishes_the_step_saves_and_stops(tmp_path):
+    import os
+    import signal
+
+    from framework import RunInterrupted
+
+    trainer = make_trainer(tmp_path, steps=6, checkpoint_every=100)
+    update, calls = trainer.generator_update, []
+
+    def update_then_signal():
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of step 2
+        return update()
+
+    trainer.generator_update = update_then_signal
+    with pytest.raises(RunInterrupted, match="SIGTERM at step 2"):
+        trainer.train(toy_data())
+    assert trainer.checkpoints.steps() == [2]
+    resumed = make_trainer(tmp_path, steps=6, checkpoint_every=100)
+    assert resumed.restore() == 2

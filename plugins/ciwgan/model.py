@@ -105,14 +105,15 @@ class CiwGANModel(Model):
     def _report(self, ctx: StageContext, history: list[dict], n_tokens: int) -> None:
         if not history:
             return
-        plot_history(ctx.workdir / "losses.png", history)
+        chance = 1 / self.params.n_codes if self.code == "categorical" else 0.5
+        plot_history(ctx.workdir / "losses.png", history, chance)
         last = history[-1]
         ctx.write_report(
             f"Trained on {n_tokens} real tokens for {last['step']} generator steps "
             f"({self.params.d_updates} critic updates each; {self.params.n_codes} "
             f"{'codes' if self.code == 'categorical' else 'bits'}). Last logged: D loss "
             f"{last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, Q loss {last['q_loss']:.4f}, "
-            f"Q accuracy on generated audio {last['q_accuracy']:.3f}, "
+            f"Q accuracy on generated audio {last['q_accuracy']:.3f} (chance {chance:.3f}), "
             f"{last['steps_per_s']:.2f} steps/s. Samples per code are in `samples/`.\n\n"
             "![losses](losses.png)\n"
         )
@@ -162,7 +163,7 @@ class FiwGANModel(CiwGANModel):
     code = "binary"
 
 
-def plot_history(path: Path, history: list[dict]) -> None:
+def plot_history(path: Path, history: list[dict], chance: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,6 +180,7 @@ def plot_history(path: Path, history: list[dict]) -> None:
     axes[1].set_title("G loss")
     axes[2].plot(steps, [h["q_loss"] for h in history], color="tab:red", label="Q loss")
     axes[2].plot(steps, [h["q_accuracy"] for h in history], color="tab:purple", label="Q accuracy")
+    axes[2].axhline(chance, color="tab:purple", linestyle=":", label="chance")
     axes[2].legend()
     for ax in axes:
         ax.set_xlabel("step")
