@@ -182,7 +182,9 @@ class LexicalLearning(Probe):
             f"classified: a code maps to its majority word, and purity is that word's share "
             f"(chance {1 / len(words):.2f}). Mean purity {summary['mean_purity']:.2f} over "
             f"{summary['distinct_words']} distinct words; mean Q accuracy on generated outputs "
-            f"{summary['mean_q_accuracy']:.2f}.\n\n" + "\n".join(table) +
+            f"{summary['mean_q_accuracy']:.2f}. Purity shows lexical learning only together with "
+            f"codes mapping to different words: outputs that all sound alike (noise early in "
+            f"training) give a high purity for a single word.\n\n" + "\n".join(table) +
             "\n\n![code by word](lexical.png)\n"
         )
 
