@@ -123,6 +123,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     run = Run(resolved, runs_dir=args.runs_dir, fresh=args.fresh)
     directory = run.execute()
+    if run.rank != 0:  # another torchrun process: rank 0 reports
+        return 0
     table = Table(title=escape(resolved.spec.name))
     table.add_column("stage")
     table.add_column("outcome")

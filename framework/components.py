@@ -98,6 +98,10 @@ class StageContext:
             runner seeds torch, numpy and random with it before the stage starts.
         log: the run's logger; messages go to the console and to ``run.log``.
         spec_dir: the folder of the spec file (relative paths resolve against it).
+        rank, world: this process's rank and the number of processes when the run
+            was launched with torchrun (the process group is then initialised);
+            ``0`` and ``1`` otherwise. Only the model stage runs on every rank; a
+            model's ``train`` writes files on rank 0 only.
     """
 
     stage: str
@@ -106,6 +110,8 @@ class StageContext:
     seed: int
     log: logging.Logger
     spec_dir: Path
+    rank: int = 0
+    world: int = 1
     _dataset: Callable[[], DataSplits] | None = field(default=None, repr=False)
     _network: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
     _model: Callable[[], Model] | None = field(default=None, repr=False)

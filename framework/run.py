@@ -17,6 +17,7 @@ mistaken for a finished one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import fcntl
 import hashlib
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 
 from .components import DataSplits, Metric, Model, StageContext, StageOutput, collate_items
@@ -155,10 +157,10 @@ def _git_revision() -> dict[str, Any]:
 
 def _package_versions() -> dict[str, str]:
     versions = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
+    for distribution in importlib.metadata.distributions():
+        name = distribution.metadata["Name"]
         if name:
-            versions[name] = dist.version
+            versions[name] = distribution.version
     return dict(sorted(versions.items(), key=lambda kv: kv[0].lower()))
 
 
@@ -224,6 +226,11 @@ class Run:
         self.plans = plan_stages(resolved)
         # Resolving the device first means a bad device fails before anything is written.
         self.placement = placement or resolve_placement(self.spec.device, self.spec.precision)
+        # Under torchrun every process runs this; rank 0 does the run, the others join
+        # in the model stage's training only (see _execute_as_worker).
+        self.rank, self.world = _torchrun_rank_world()
+        if self.world > 1:
+            self.placement = _join_process_group(self.placement)
         self.run_hash = _hash(
             {
                 "spec": resolved.digest(),
@@ -231,7 +238,11 @@ class Run:
             }
         )[:8]
         self.experiment_dir = self.runs_dir / self.spec.name
-        self.directory = self._choose_directory()
+        self.directory = self._choose_directory() if self.rank == 0 else Path()
+        if self.world > 1:  # every rank uses rank 0's directory (a shared filesystem)
+            chosen = [str(self.directory)]
+            dist.broadcast_object_list(chosen, src=0)
+            self.directory = Path(chosen[0])
         self.log = get_logger("run")
         self._cache: dict[str, Any] = {}
         self.outcomes: dict[str, str] = {}
@@ -314,6 +325,8 @@ class Run:
             workdir=workdir,
             placement=self.placement,
             seed=self._stage_seed(plan.name),
+            rank=self.rank,
+            world=self.world,
             log=self.log,
             spec_dir=self.resolved.spec_dir,
             _dataset=self._dataset if has_data else None,
@@ -415,6 +428,8 @@ class Run:
             raise WavelensError(
                 f"the spec has no stage {until!r}; its stages are {', '.join(names) or 'none'}"
             )
+        if self.rank != 0:
+            return self._execute_as_worker(until)
         self._prepare_directory()
         with self._locked(), self._file_log(), _interrupt_on_sigterm():
             self.log.info("run directory: %s", self.directory)
@@ -424,7 +439,11 @@ class Run:
             try:
                 for plan in self.plans:
                     current = plan.name
+                    if self.world > 1:  # tell the other ranks whether to join this stage
+                        dist.broadcast_object_list([self._will_compute(plan)], src=0)
                     self._execute_stage(plan)
+                    if self.world > 1:
+                        dist.barrier()
                     if plan.name == until and not all(
                         self._finished(self.stage_dir(p.name), p.key) for p in self.plans
                     ):  # (a run whose every stage is finished goes on to complete)
@@ -450,6 +469,33 @@ class Run:
                 with open(self.directory / "run.log", "a", encoding="utf-8") as log_file:
                     traceback.print_exc(file=log_file)
                 raise
+        return self.directory
+
+    def _will_compute(self, plan: StagePlan) -> bool:
+        return not self._finished(self.stage_dir(plan.name), plan.key) and (
+            self._earlier_finished(plan) is None
+        )
+
+    def _execute_as_worker(self, until: str | None) -> Path:
+        """A rank other than 0 under torchrun: wait for rank 0 stage by stage, and
+        train with it when the model stage is computed. Writes nothing of the run's."""
+        self.log.setLevel(logging.WARNING)
+        for plan in self.plans:
+            decision = [False]
+            dist.broadcast_object_list(decision, src=0)
+            if decision[0] and plan.kind == "model" and self.spec.train is not None:
+                partial = self.stage_dir(plan.name).with_name(plan.name + ".partial")
+                ctx = self._context(plan, partial)
+                seed_everything(ctx.seed)
+                model: Model = self._component("model")
+                network = model.network()
+                if self.spec.model.weights is not None:
+                    model.load_weights(network, self.spec.model.weights)
+                network.to(self.placement.device).train()
+                model.train(network, ctx, self.spec.train)
+            dist.barrier()
+            if plan.name == until:
+                break
         return self.directory
 
     def _execute_stage(self, plan: StagePlan) -> None:
@@ -509,6 +555,31 @@ class Run:
         os.replace(partial, final)
         self.outcomes[plan.name] = "computed"
         self.log.info("stage %s: done in %.1f s", plan.name, duration)
+
+
+# -- torchrun ----------------------------------------------------------------------------
+
+
+def _torchrun_rank_world() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` as torchrun sets them; ``(0, 1)`` otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise WavelensError("RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
+
+
+def _join_process_group(placement: Placement) -> Placement:
+    """Join torchrun's process group (NCCL on CUDA, gloo on the CPU); on CUDA, each
+    process takes the GPU of its LOCAL_RANK."""
+    cuda = placement.device.type == "cuda"
+    if not dist.is_initialized():
+        # Rank 0 may spend long on stages the others wait for (building a corpus).
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=_dt.timedelta(hours=24))
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        placement = dataclasses.replace(placement, device=torch.device("cuda", local))
+    return placement
 
 
 # -- what each kind of stage does ------------------------------------------------------

@@ -338,3 +338,30 @@ def test_sigterm_finishes_the_step_saves_and_stops(tmp_path):
     assert trainer.checkpoints.steps() == [2]
     resumed = make_trainer(tmp_path, steps=6, checkpoint_every=100)
     assert resumed.restore() == 2
+
+
+def test_torchrun_with_two_gloo_processes_runs_the_spec_once_and_trains_in_sync(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from test_timit import make_tree
+
+    root = make_tree(tmp_path / "timit", speakers=4)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "spec_version: 1\nname: gan-ddp\nseed: 1\ndevice: cpu\n"
+        f"data: {{plugin: timit_words, params: {{root: {root}, words: [ask, wash]}}}}\n"
+        "model: {plugin: ciwgan, params: {n_codes: 2, dim: 2, sample_every: 2}}\n"
+        "train: {steps: 4, batch_size: 4, checkpoint_every: 2, log_every: 1}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "framework.cli", "run", str(spec), "--runs-dir", str(tmp_path / "runs")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (directory,) = (tmp_path / "runs" / "gan-ddp").iterdir()  # one run, written by rank 0
+    assert json.loads((directory / "run.json").read_text())["status"] == "complete"
+    state = torch.load(directory / "stages/model/checkpoints/ckpt-000000004.pt", weights_only=True)
+    assert len(state["replica_checksums"]) == 2 and len(set(state["replica_checksums"])) == 1

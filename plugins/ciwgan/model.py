@@ -93,7 +93,16 @@ class CiwGANModel(Model):
         config.sample_rate = rate
         ctx.log.info("training on %d real tokens; %d generator steps of batch %d", len(audio),
                      config.steps, config.batch_size)
-        if config.processes == 1:
+        if ctx.world > 1:  # launched with torchrun: this process is one rank
+            if config.processes > 1:
+                raise StageError("give processes: 1 when launching with torchrun; torchrun starts "
+                                 "the processes")
+            trainer = GANTrainer(network, config, ctx.placement, ctx.workdir, rank=ctx.rank,
+                                 world=ctx.world, log=ctx.log, progress=ctx.progress)
+            history = trainer.train(audio)
+            if ctx.rank != 0:
+                return
+        elif config.processes == 1:
             trainer = GANTrainer(network, config, ctx.placement, ctx.workdir, log=ctx.log,
                                  progress=ctx.progress)
             history = trainer.train(audio)
