@@ -344,8 +344,9 @@ def test_torchrun_with_two_gloo_processes_runs_the_spec_once_and_trains_in_sync(
     import subprocess
     import sys
 
-    from conftest import REPO
     from test_timit import make_tree
+
+    from conftest import REPO
 
     root = make_tree(tmp_path / "timit", speakers=4)
     spec = tmp_path / "spec.yaml"
