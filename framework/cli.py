@@ -5,6 +5,7 @@
     wavelens validate SPEC [--set K=V]             check a spec without running it
     wavelens run SPEC [--set K=V] [--print]        run (or resume) an experiment
     wavelens data describe SPEC [--json]           prepare a spec's data; print its summary
+    wavelens probe SPEC [--set K=V]                run a spec up to its probes
     wavelens generate RUN|CKPT --code C [--value V] [-n N]  outputs of a generative model
     wavelens report RUN_DIR                        rebuild a run's report
 
@@ -165,6 +166,23 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from .run import Run
+
+    resolved = _load(args)
+    probes = [path for path in resolved.components if path.startswith("probe.")]
+    if not probes:
+        raise WavelensError(f"{args.spec} declares no probe")
+    run = Run(resolved, runs_dir=args.runs_dir)
+    directory = run.execute(until=probes[-1])
+    if run.rank != 0:
+        return 0
+    for path in probes:
+        console.print(f"{escape(path)} ({escape(run.outcomes.get(path, ''))}): "
+                      f"{escape(str(directory / 'stages' / path))}", soft_wrap=True, highlight=False)
+    return 0
+
+
 def _find_run_dir(target: Path) -> Path:
     for folder in [target, *target.parents]:
         if (folder / "run.json").is_file() and (folder / "spec.yaml").is_file():
@@ -273,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--runs-dir", type=Path, default=None,
                           help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
     describe.set_defaults(func=_cmd_data_describe)
+
+    probe = commands.add_parser(
+        "probe", help="run a spec's data, model and probe stages (not statistics or metrics)")
+    add_spec_arguments(probe)
+    probe.add_argument("--runs-dir", type=Path, default=None,
+                       help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
+    probe.set_defaults(func=_cmd_probe)
 
     generate = commands.add_parser(
         "generate", help="generate outputs from a trained generative model (ciwGAN, fiwGAN)")
