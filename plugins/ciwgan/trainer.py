@@ -237,7 +237,7 @@ class GANTrainer:
             grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
             offset += grad.numel()
 
-    def critic_update(self, data: torch.Tensor) -> dict[str, float]:
+    def critic_update(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
         net, config = self.net, self.config
         real = self.real_batch(data)
         z, _ = self.latent()
@@ -257,7 +257,7 @@ class GANTrainer:
         return {"d_loss": loss.detach(), "wasserstein": (real_score - fake_score).detach(),
                 "gp": penalty.detach()}
 
-    def generator_update(self) -> dict[str, float]:
+    def generator_update(self) -> dict[str, torch.Tensor]:
         net, config = self.net, self.config
         z, target = self.latent()
         g_params = list(net.generator.parameters())
