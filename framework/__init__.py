@@ -39,6 +39,7 @@ from .io import (
     write_text,
 )
 from .plugins import PluginRegistry
+from .probing import LayerHooks, resolve_layers
 from .run import Run, seed_everything
 from .spec import ExperimentSpec, ResolvedSpec, SpecPath, TrainSpec, load_spec, load_spec_text
 
@@ -53,6 +54,7 @@ __all__ = [
     "DeviceError",
     "ExperimentSpec",
     "Kind",
+    "LayerHooks",
     "Metric",
     "Model",
     "Params",
@@ -83,6 +85,7 @@ __all__ = [
     "progress",
     "read_audio",
     "read_json",
+    "resolve_layers",
     "resample",
     "resolve_placement",
     "save_torch",

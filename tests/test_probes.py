@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from framework import Run, WavelensError, load_spec_text
-from plugins.probes.feature_maps import FeatureMapRecorder, resolve_layers
+from framework import Run, WavelensError, load_spec_text, resolve_layers
+from plugins.probes.feature_maps import FeatureMapRecorder
 from plugins.probes.series import interval_indices, time_normalised, upsample
 
 

@@ -11,7 +11,8 @@ time)``::
 
 Layers are chosen by exact name, by a glob over ``named_modules()`` (``conv*``,
 ``encoder.*.act``), or by type (``type:Conv1d``); the choice is resolved once into
-explicit names. Where a model applies its activation functionally (``F.relu`` in
+explicit names (``framework.resolve_layers``; the hooks are the core's
+``framework.LayerHooks``). Where a model applies its activation functionally (``F.relu`` in
 ``forward``), hook the preceding module and declare the activation
 (``post_activation: {"conv*": "leaky_relu(0.2)"}``). Hooks are removed on exit,
 also after an exception.
@@ -22,15 +23,14 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from framework import WavelensError
+from framework import LayerHooks, WavelensError, resolve_layers
 
-__all__ = ["REDUCERS", "resolve_layers", "parse_activation", "reduce_feature_map", "FeatureMapRecorder"]
+__all__ = ["REDUCERS", "parse_activation", "reduce_feature_map", "FeatureMapRecorder"]
 
 
 def _mean(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -50,39 +50,6 @@ REDUCERS: dict[str, Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor]] = {
     "l2": _l2,
     "max": _max,
 }
-
-
-def resolve_layers(model: nn.Module, selectors: Sequence[str]) -> list[str]:
-    """Explicit module names for ``selectors``, in the model's module order.
-
-    A selector is an exact name, a glob (``conv*``, ``encoder.*.act``), or
-    ``type:ClassName`` (e.g. ``type:Conv1d``, matched by class name).
-
-    Raises:
-        WavelensError: a selector matches nothing (the message lists some names).
-    """
-    if isinstance(model, torch.jit.ScriptModule):
-        raise WavelensError(
-            "TorchScript modules do not support forward hooks, so they cannot be probed; load the "
-            "model's Python class and its state_dict (or torch.export it) and probe that"
-        )
-    names = [name for name, _ in model.named_modules() if name]
-    modules = dict(model.named_modules())
-    chosen: set[str] = set()
-    for selector in selectors:
-        if selector.startswith("type:"):
-            wanted = selector[len("type:"):]
-            found = [n for n in names if type(modules[n]).__name__ == wanted]
-        elif selector in modules and selector:
-            found = [selector]
-        else:
-            found = [n for n in names if fnmatch.fnmatchcase(n, selector)]
-        if not found:
-            sample = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-            raise WavelensError(f"layer selector {selector!r} matches no module; the model's modules "
-                                f"are: {sample}")
-        chosen.update(found)
-    return [n for n in names if n in chosen]
 
 
 _ACTIVATION = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*([-+0-9.eE]+)?\s*\))?\s*$")
@@ -148,38 +115,21 @@ class FeatureMapRecorder:
             for name in matched:
                 self.activations[name] = parse_activation(activation)
         self.series: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
-        self._handles: list[Any] = []
+        self._hooks = LayerHooks(model, self.layers, self._record)
 
-    def _hook(self, name: str) -> Callable:
+    def _record(self, name: str, output: torch.Tensor) -> None:
         activation = self.activations.get(name)
-
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            tensor = output[0] if isinstance(output, tuple) else output
-            tensor = tensor.detach()
-            if activation is not None:
-                tensor = activation(tensor)  # a new tensor: the model's own output is untouched
-            reduced = reduce_feature_map(tensor.float(), self.reducer, self.time_axis)
-            self.series[name].append(reduced.cpu())
-
-        return hook
+        if activation is not None:
+            output = activation(output)  # a new tensor: the model's own output is untouched
+        reduced = reduce_feature_map(output.float(), self.reducer, self.time_axis)
+        self.series[name].append(reduced.cpu())
 
     def __enter__(self) -> FeatureMapRecorder:
-        modules = dict(self.model.named_modules())
-        try:
-            for name in self.layers:
-                self._handles.append(modules[name].register_forward_hook(self._hook(name)))
-        except BaseException:
-            self.remove()
-            raise
+        self._hooks.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.__exit__(*exc)
 
     def collect(self) -> dict[str, torch.Tensor]:
         """Each layer's series over every recorded batch, ``(N, T_layer)``."""
