@@ -440,7 +440,8 @@ class Run:
                 for plan in self.plans:
                     current = plan.name
                     if self.world > 1:  # tell the other ranks whether to join this stage
-                        dist.broadcast_object_list([self._will_compute(plan)], src=0)
+                        dist.broadcast_object_list(
+                            ["run" if self._will_compute(plan) else "skip"], src=0)
                     self._execute_stage(plan)
                     if self.world > 1:
                         dist.barrier()
@@ -448,7 +449,9 @@ class Run:
                         self._finished(self.stage_dir(p.name), p.key) for p in self.plans
                     ):  # (a run whose every stage is finished goes on to complete)
                         self._write_metadata("partial", stage=until, pid=None)
+                        self._release_workers()
                         return self.directory
+                self._release_workers()
                 current = "report"
                 self._write_metadata("complete", finished=_now(), pid=None)
                 written = write_report(self.directory)
@@ -476,14 +479,21 @@ class Run:
             self._earlier_finished(plan) is None
         )
 
+    def _release_workers(self) -> None:
+        if self.world > 1:
+            dist.broadcast_object_list(["stop"], src=0)
+
     def _execute_as_worker(self, until: str | None) -> Path:
-        """A rank other than 0 under torchrun: wait for rank 0 stage by stage, and
-        train with it when the model stage is computed. Writes nothing of the run's."""
+        """A rank other than 0 under torchrun: follow rank 0 stage by stage (it says
+        "run", "skip" or "stop"), and train with it when the model stage is
+        computed. Writes nothing of the run's."""
         self.log.setLevel(logging.WARNING)
         for plan in self.plans:
-            decision = [False]
+            decision = [""]
             dist.broadcast_object_list(decision, src=0)
-            if decision[0] and plan.kind == "model" and self.spec.train is not None:
+            if decision[0] == "stop":
+                break
+            if decision[0] == "run" and plan.kind == "model" and self.spec.train is not None:
                 partial = self.stage_dir(plan.name).with_name(plan.name + ".partial")
                 ctx = self._context(plan, partial)
                 seed_everything(ctx.seed)
@@ -494,8 +504,8 @@ class Run:
                 network.to(self.placement.device).train()
                 model.train(network, ctx, self.spec.train)
             dist.barrier()
-            if plan.name == until:
-                break
+        else:
+            dist.broadcast_object_list([""], src=0)  # rank 0's closing "stop"
         return self.directory
 
     def _execute_stage(self, plan: StagePlan) -> None:
