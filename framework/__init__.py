@@ -33,8 +33,10 @@ from .io import (
     CheckpointManager,
     atomic_write,
     cache_dir,
+    read_csv,
     read_json,
     save_torch,
+    write_csv,
     write_json,
     write_text,
 )
@@ -84,6 +86,7 @@ __all__ = [
     "peak_normalize",
     "progress",
     "read_audio",
+    "read_csv",
     "read_json",
     "resolve_layers",
     "resample",
@@ -91,6 +94,7 @@ __all__ = [
     "save_torch",
     "seed_everything",
     "write_audio",
+    "write_csv",
     "write_json",
     "write_text",
 ]

@@ -10,7 +10,6 @@ file and report why instead of crashing part-way through.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 import torchaudio
 
 from .errors import WavelensError
-from .io import _FILE_MODE
+from .io import atomic_write
 
 __all__ = [
     "AudioError",
@@ -129,19 +128,9 @@ def write_audio(
     peak = float(np.max(np.abs(samples))) if samples.size else 0.0
     if subtype.startswith("PCM") and peak > 1.0:
         raise ValueError(f"{path}: samples reach {peak:.3f}; scale them into [-1, 1] first")
-    if format is None:
-        format = "NIST" if path.suffix.lower() in (".sph", ".nist") else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # soundfile picks the format from the name, so give it one it understands.
-        sf.write(tmp, samples, sample_rate, format=format or _format_of(path), subtype=subtype)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # soundfile picks the format from the file name, which a temporary file lacks.
+    with atomic_write(path, "wb") as handle:
+        sf.write(handle, samples, sample_rate, format=format or _format_of(path), subtype=subtype)
 
 
 def _format_of(path: Path) -> str:

@@ -9,11 +9,12 @@ half-written file.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +36,8 @@ __all__ = [
     "atomic_write",
     "write_text",
     "write_json",
+    "write_csv",
+    "read_csv",
     "read_json",
     "save_torch",
     "CheckpointManager",
@@ -97,6 +100,26 @@ def write_json(path: str | os.PathLike, data: Any, sort_keys: bool = True) -> No
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
+              fields: Sequence[str] | None = None) -> None:
+    """Write ``rows`` (dicts) as CSV to ``path`` atomically; the columns are
+    ``fields``, by default the first row's keys. No rows and no fields: no file."""
+    if fields is None:
+        if not rows:
+            return
+        fields = list(rows[0])
+    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, list(fields))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as dicts of strings."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:

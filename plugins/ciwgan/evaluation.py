@@ -18,8 +18,6 @@ classifier trained on real tokens is the automatic stand-in.
 
 from __future__ import annotations
 
-import csv
-import json
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,8 @@ from framework import (
     atomic_write,
     hookimpl,
     write_audio,
+    write_csv,
+    write_json,
 )
 
 
@@ -103,12 +103,6 @@ class LexicalLearning(Probe):
     def __init__(self, params: LexicalParams):
         self.params = params
 
-    def codes(self, model: Any) -> list[str]:
-        n = model.params.n_codes
-        if model.code == "binary" and n <= 4:
-            return [format(k, f"0{n}b") for k in range(2**n)]
-        return [str(i) for i in range(n)]
-
     def run(self, ctx: StageContext) -> None:
         params = self.params
         model, network = ctx.model(), ctx.network()
@@ -131,7 +125,7 @@ class LexicalLearning(Probe):
         network.eval()
         rows = []
         for value in params.values:
-            for code in ctx.progress(self.codes(model), description=f"codes at value {value:g}"):
+            for code in ctx.progress(model.code_names(), description=f"codes at value {value:g}"):
                 audio, _ = model.generate(network, code, value, params.n_per_code, params.seed)
                 audio = audio.unsqueeze(1)
                 with torch.no_grad():
@@ -154,10 +148,7 @@ class LexicalLearning(Probe):
 
     def _write(self, ctx: StageContext, rows: list[dict], words: list[str], test_accuracy: float,
                n_test: int) -> None:
-        with atomic_write(ctx.workdir / "lexical.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(ctx.workdir / "lexical.csv", rows)
         summary = {
             "classifier_test_accuracy": test_accuracy,
             "classifier_test_tokens": n_test,
@@ -167,8 +158,7 @@ class LexicalLearning(Probe):
             "distinct_words": len({r["word"] for r in rows}),
             "codes": rows,
         }
-        with atomic_write(ctx.workdir / "lexical.json", "w") as handle:
-            json.dump(summary, handle, indent=2)
+        write_json(ctx.workdir / "lexical.json", summary, sort_keys=False)
         self._plot(ctx, rows, words)
         table = ["| value | code | Q accuracy | word | purity |", "| --- | --- | --- | --- | --- |"]
         table += [

@@ -25,7 +25,7 @@ from framework import (
 )
 
 from .networks import CiwGAN
-from .trainer import GANConfig, GANTrainer, write_history
+from .trainer import GANConfig, GANTrainer, code_names, code_vector, write_history
 
 
 class CiwGANParams(Params):
@@ -93,21 +93,17 @@ class CiwGANModel(Model):
         config.sample_rate = rate
         ctx.log.info("training on %d real tokens; %d generator steps of batch %d", len(audio),
                      config.steps, config.batch_size)
-        if ctx.world > 1:  # launched with torchrun: this process is one rank
-            if config.processes > 1:
+        if config.processes > 1:
+            if ctx.world > 1:
                 raise StageError("give processes: 1 when launching with torchrun; torchrun starts "
                                  "the processes")
+            history = train_distributed(network, config, ctx.placement, ctx.workdir, audio)
+        else:  # one process, or one rank of a torchrun launch
             trainer = GANTrainer(network, config, ctx.placement, ctx.workdir, rank=ctx.rank,
                                  world=ctx.world, log=ctx.log, progress=ctx.progress)
             history = trainer.train(audio)
             if ctx.rank != 0:
                 return
-        elif config.processes == 1:
-            trainer = GANTrainer(network, config, ctx.placement, ctx.workdir, log=ctx.log,
-                                 progress=ctx.progress)
-            history = trainer.train(audio)
-        else:
-            history = train_distributed(network, config, ctx.placement, ctx.workdir, audio)
         write_history(ctx.workdir / "losses.csv", history)
         self._report(ctx, history, len(audio))
 
@@ -135,21 +131,12 @@ class CiwGANModel(Model):
 
 
     def code_vector(self, code: str, value: float) -> torch.Tensor:
-        """The code part of the latent for ``code``: an index ("3") sets that code
-        (ciwGAN: one-hot) or that bit (fiwGAN); a bit string ("101", fiwGAN) sets
-        those bits. Set entries get ``value``; the papers use values outside the
-        training range (2, 3, ... for codes trained at 1)."""
-        n = self.params.n_codes
-        text = str(code).strip()
-        if self.code == "binary" and len(text) == n and set(text) <= {"0", "1"} and n > 1:
-            bits = [int(c) for c in text]
-        elif text.isdigit() and int(text) < n:
-            bits = [int(i == int(text)) for i in range(n)]
-        else:
-            expected = f"an index 0..{n - 1}" + (f" or {n} bits such as {'1' + '0' * (n - 1)}"
-                                                  if self.code == "binary" else "")
-            raise StageError(f"code {code!r} does not name a code of this model: expected {expected}")
-        return torch.tensor(bits, dtype=torch.float32) * value
+        """The code part of the latent for ``code`` (see :func:`.trainer.code_vector`)."""
+        return code_vector(self.code, self.params.n_codes, code, value)
+
+    def code_names(self) -> list[str]:
+        """The codes to show one at a time (see :func:`.trainer.code_names`)."""
+        return code_names(self.code, self.params.n_codes)
 
     @torch.no_grad()
     def generate(self, network: torch.nn.Module, code: str, value: float, n: int,
@@ -232,10 +219,7 @@ def train_distributed(network: CiwGAN, config: GANConfig, placement: Placement, 
     if placement.device.type == "cuda" and torch.cuda.device_count() < world:
         raise StageError(f"processes: {world} needs {world} GPUs; this machine has "
                          f"{torch.cuda.device_count()}")
-    params = {"n_codes": network.n_codes, "dim": network.generator.upconvs[-1].conv.in_channels,
-              "slice_len": network.generator.slice_len, "latent_dim": network.generator.latent_dim,
-              "phase_shuffle_radius": network.discriminator.phase_shuffle_radius}
-    mp.spawn(_worker, args=(world, _free_port(), network.state_dict(), params, config, placement,
+    mp.spawn(_worker, args=(world, _free_port(), network.state_dict(), network.arguments, config, placement,
                             str(workdir), audio), nprocs=world, join=True)
     step, state = CheckpointManager(workdir / "checkpoints").latest()
     network.load_state_dict(state["network"])

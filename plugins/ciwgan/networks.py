@@ -174,6 +174,9 @@ class CiwGAN(nn.Module):
         self.q_network = WaveGANDiscriminator(n_codes, dim, slice_len, phase_shuffle_radius,
                                               self.shuffle_generator)
         self.n_codes = n_codes
+        # What rebuilds an identical network (in another process).
+        self.arguments = {"n_codes": n_codes, "dim": dim, "slice_len": slice_len,
+                          "latent_dim": latent_dim, "phase_shuffle_radius": phase_shuffle_radius}
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """The Q-network's code logits for ``audio`` (what probes and predict use)."""

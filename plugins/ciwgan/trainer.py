@@ -26,7 +26,6 @@ separate G and Q gradients need; the explicit all-reduce does what it would.)
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import signal
 import threading
@@ -41,12 +40,19 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from framework import CheckpointManager, Placement, RunInterrupted, atomic_write, write_audio
+from framework import (
+    CheckpointManager,
+    Placement,
+    RunInterrupted,
+    StageError,
+    write_audio,
+    write_csv,
+)
 
 from .networks import CiwGAN
 from .optim import TFRMSprop
 
-__all__ = ["GANConfig", "GANTrainer", "sample_latent", "gradient_penalty"]
+__all__ = ["GANConfig", "GANTrainer", "sample_latent", "gradient_penalty", "code_names", "code_vector"]
 
 
 @dataclass
@@ -85,6 +91,31 @@ def sample_latent(batch: int, n_codes: int, code: str, latent_dim: int,
         target = codes
     noise = torch.rand(batch, latent_dim - n_codes, generator=generator) * 2 - 1
     return torch.cat([codes, noise], dim=1), target
+
+
+def code_names(code: str, n_codes: int) -> list[str]:
+    """The codes to show one at a time: each index, or, for fiwGAN with up to 4 bits,
+    each bit pattern ("000" ... "111")."""
+    if code == "binary" and n_codes <= 4:
+        return [format(k, f"0{n_codes}b") for k in range(2**n_codes)]
+    return [str(i) for i in range(n_codes)]
+
+
+def code_vector(code: str, n_codes: int, name: str, value: float) -> torch.Tensor:
+    """The code part of the latent for ``name``: an index ("3") sets that code
+    (ciwGAN: one-hot) or that bit (fiwGAN); a bit string ("101", fiwGAN) sets those
+    bits. Set entries get ``value``; the papers use values outside the training
+    range (2, 3, ... for codes trained at 1)."""
+    text = str(name).strip()
+    if code == "binary" and len(text) == n_codes and set(text) <= {"0", "1"}:
+        bits = [int(c) for c in text]
+    elif text.isdigit() and int(text) < n_codes:
+        bits = [int(i == int(text)) for i in range(n_codes)]
+    else:
+        expected = f"an index 0..{n_codes - 1}" + (
+            f" or {n_codes} bits such as {'1' + '0' * (n_codes - 1)}" if code == "binary" else "")
+        raise StageError(f"code {name!r} does not name a code of this model: expected {expected}")
+    return torch.tensor(bits, dtype=torch.float32) * value
 
 
 def q_loss(logits: torch.Tensor, target: torch.Tensor, code: str) -> torch.Tensor:
@@ -342,12 +373,10 @@ class GANTrainer:
         return config.history
 
     def codes_for_samples(self) -> list[tuple[str, torch.Tensor]]:
-        n = self.net.n_codes
-        value = self.config.sample_value
-        if self.config.code == "categorical" or n > 4:
-            return [(f"code{i}", F.one_hot(torch.tensor(i), n).float() * value) for i in range(n)]
-        bits = [[(k >> b) & 1 for b in reversed(range(n))] for k in range(2**n)]
-        return [("bits" + "".join(map(str, b)), torch.tensor(b).float() * value) for b in bits]
+        kind, n = self.config.code, self.net.n_codes
+        prefix = "bits" if kind == "binary" and n <= 4 else "code"
+        return [(prefix + name, code_vector(kind, n, name, self.config.sample_value))
+                for name in code_names(kind, n)]
 
     @torch.no_grad()
     def write_samples(self, step: int) -> None:
@@ -367,9 +396,4 @@ class GANTrainer:
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
     """The logged losses as CSV (one row per logged step)."""
-    if not history:
-        return
-    with atomic_write(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    write_csv(path, history)

@@ -16,9 +16,7 @@ present) plus generated white, pink and brown noise and babble of synthetic voic
 
 from __future__ import annotations
 
-import csv
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,8 +34,10 @@ from framework import (
     atomic_write,
     hookimpl,
     read_audio,
+    read_csv,
     resample,
     write_audio,
+    write_csv,
     write_text,
 )
 from plugins.timit.synthetic import SynthesisParams, build_corpus
@@ -201,16 +201,16 @@ class NoisyMixtures(PairedSpeech):
 
     params: MixtureParams
 
-    def pairs_root(self, ctx: StageContext) -> Path:
+    def pairs_root(self, ctx: StageContext) -> tuple[Path, str]:
         root = ctx.workdir / "mixtures"
         if not (root / "complete").is_file():
             self._build(ctx, root)
-        return root
+        return root, "test"  # (written in the standard layout, never flat)
 
     def _synthetic_corpus(self, ctx: StageContext, speakers: int, seed: int, augment: bool) -> Path:
         params = SynthesisParams(speakers=speakers, other_sentences=3, corpus_seed=seed,
                                  augment=augment)
-        return build_corpus(params, progress=_progress_of(ctx), log=ctx.log)
+        return build_corpus(params, progress=ctx.progress, log=ctx.log)
 
     def _clean_files(self, ctx: StageContext) -> tuple[list[Path], list[Path]]:
         """Clean files for training and for test, with disjoint speakers where the
@@ -331,31 +331,23 @@ class NoisyMixtures(PairedSpeech):
             item_rng = np.random.default_rng(item["seed"])
             try:
                 clean = _clip(load_clean(item["clean"]), length, item_rng)
-            except AudioError as exc:
-                skipped.append({"name": item["name"], "file": str(exc.path), "reason": exc.reason})
-                continue
-            if not np.any(clean):
-                skipped.append({"name": item["name"], "file": str(item["clean"]),
-                                "reason": "the clean clip is silent"})
-                continue
-            try:
                 noise = noises[item["noise"]].piece(length, rate, item_rng)
             except AudioError as exc:
                 skipped.append({"name": item["name"], "file": str(exc.path), "reason": exc.reason})
                 continue
-            if not np.any(noise):
-                skipped.append({"name": item["name"], "file": item["noise"],
-                                "reason": "the noise piece is silent"})
-                continue
-            clean, noisy = mix_at_snr(clean, noise, item["snr_db"])
-            write_audio(noisy_path, noisy, rate)
-            write_audio(clean_path, clean, rate)
+            for signal, source, what in ((clean, item["clean"], "clean clip"),
+                                         (noise, item["noise"], "noise piece")):
+                if not np.any(signal):
+                    skipped.append({"name": item["name"], "file": str(source),
+                                    "reason": f"the {what} is silent"})
+                    break
+            else:
+                clean, noisy = mix_at_snr(clean, noise, item["snr_db"])
+                write_audio(noisy_path, noisy, rate)
+                write_audio(clean_path, clean, rate)
         for entry in skipped[:5]:
             ctx.log.warning("mixture %s skipped: %s: %s", entry["name"], entry["file"], entry["reason"])
-        with atomic_write(root / "skipped_mixtures.csv", "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, ["name", "file", "reason"])
-            writer.writeheader()
-            writer.writerows(skipped)
+        write_csv(root / "skipped_mixtures.csv", skipped, ["name", "file", "reason"])
         for split, log_name in (("train", "log_trainset.txt"), ("test", "log_testset.txt")):
             with atomic_write(root / log_name, "w", encoding="utf-8") as handle:
                 for item in plan:
@@ -370,18 +362,13 @@ class NoisyMixtures(PairedSpeech):
 
     def describe(self, workdir: Path, splits: dict) -> dict[str, Any]:
         summary = super().describe(workdir, splits)
-        with open(workdir / "mixtures" / "skipped_mixtures.csv", encoding="utf-8") as handle:
-            skipped = list(csv.DictReader(handle))
+        skipped = read_csv(workdir / "mixtures" / "skipped_mixtures.csv")
         if skipped:
-            summary["notes"].append(f"{len(skipped)} mixtures not made (bad or silent clean audio), "
+            summary["notes"].append(f"{len(skipped)} mixtures not made (unreadable or silent audio), "
                                     "with reasons in mixtures/skipped_mixtures.csv")
         summary["notes"].append("test noise types are held out of training; sources.tsv lists "
                                 "the clean file and noise behind each mixture")
         return summary
-
-
-def _progress_of(ctx: StageContext) -> Callable:
-    return lambda items, total, what: ctx.progress(items, total=total, description=what)
 
 
 @hookimpl

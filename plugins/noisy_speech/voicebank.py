@@ -12,7 +12,6 @@ noise type, SNR), items carry the noise type and SNR too.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -34,7 +33,9 @@ from framework import (
     atomic_write,
     hookimpl,
     read_audio,
-    write_text,
+    read_json,
+    write_csv,
+    write_json,
 )
 
 from .vad import frame_energy_db, vad_labels
@@ -196,16 +197,14 @@ class PairedSpeech(Dataset):
     def __init__(self, params: PairParams):
         self.params = params
 
-    def pairs_root(self, ctx: StageContext) -> Path:
-        return Path(self.params.root)
-
-    def flat_split(self) -> str:
-        return getattr(self.params, "flat_split", "test")
+    def pairs_root(self, ctx: StageContext) -> tuple[Path, str]:
+        """The folder holding the pairs, and the split a flat clean/ + noisy/ layout is."""
+        raise NotImplementedError
 
     def prepare(self, ctx: StageContext) -> None:
         params = self.params
-        root = self.pairs_root(ctx)
-        folders = find_pairs(root, self.flat_split())
+        root, flat_split = self.pairs_root(ctx)
+        folders = find_pairs(root, flat_split)
         logs = read_logs(root)
         rows: list[dict] = []
         skipped: list[dict] = []
@@ -243,18 +242,13 @@ class PairedSpeech(Dataset):
         with atomic_write(ctx.workdir / "pairs.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
-        with atomic_write(ctx.workdir / "skipped.csv", "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, ["split", "file", "reason"])
-            writer.writeheader()
-            writer.writerows(skipped)
+        write_csv(ctx.workdir / "skipped.csv", skipped, ["split", "file", "reason"])
         for item in skipped[:5]:
             ctx.log.warning("skipped %s: %s", item["file"], item["reason"])
         if len(skipped) > 5:
             ctx.log.warning("... %d files skipped in all; see skipped.csv in the data stage", len(skipped))
-        write_text(ctx.workdir / "source.json", json.dumps({
-            "root": _portable(root, ctx.workdir), "skipped": len(skipped),
-            "seed": ctx.seed,
-        }))
+        write_json(ctx.workdir / "source.json",
+                   {"root": _portable(root, ctx.workdir), "skipped": len(skipped), "seed": ctx.seed})
         counts = Counter(row["split"] for row in rows)
         ctx.write_report(
             f"{', '.join(f'{n} {s} pairs' for s, n in sorted(counts.items()))} from `{root}`, "
@@ -268,7 +262,7 @@ class PairedSpeech(Dataset):
         rows = [json.loads(line) for line in (workdir / "pairs.jsonl").read_text().splitlines()]
         for row in rows:
             row["clean"], row["noisy"] = str(workdir / row["clean"]), str(workdir / row["noisy"])
-        seed = json.loads((workdir / "source.json").read_text())["seed"]
+        seed = read_json(workdir / "source.json")["seed"]
         segment = round(self.params.segment_seconds * self.params.sample_rate)
         splits = {}
         for split in ("train", "test"):
@@ -299,7 +293,7 @@ class PairedSpeech(Dataset):
             summary["counts"]["noise"] = noise_counts
         if snr_counts:
             summary["counts"]["snr_db"] = snr_counts
-        source = json.loads((workdir / "source.json").read_text())
+        source = read_json(workdir / "source.json")
         where = source["root"]
         if not Path(where).is_absolute():
             where = f"the data stage's {where}/"
@@ -327,6 +321,9 @@ def _snr_histogram(snrs: list[float]) -> dict[str, int]:
 
 class VoiceBankDemand(PairedSpeech):
     params: VoiceBankParams
+
+    def pairs_root(self, ctx: StageContext) -> tuple[Path, str]:
+        return Path(self.params.root), self.params.flat_split
 
 
 @hookimpl

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from framework import WavelensError, write_text
+from framework import WavelensError
 
-__all__ = ["Interval", "Utterance", "find_utterances", "read_alignment", "write_alignment"]
+__all__ = ["Interval", "Utterance", "find_utterances", "read_alignment"]
 
 SUBSETS = ("TRAIN", "TEST")
 
@@ -116,7 +116,3 @@ def read_alignment(path: Path) -> list[Interval]:
         intervals.append(Interval(start, end, parts[2]))
     return intervals
 
-
-def write_alignment(path: Path, intervals: list[Interval]) -> None:
-    """Write intervals in TIMIT's ``start end label`` format."""
-    write_text(path, "".join(f"{i.start} {i.end} {i.label}\n" for i in intervals))

@@ -23,7 +23,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -177,7 +177,7 @@ def _batches(jobs: list[UtteranceJob], size: int) -> list[list[UtteranceJob]]:
 
 def build_corpus(
     params: SynthesisParams,
-    progress: Callable[[Iterable, int, str], Iterator] | None = None,
+    progress: Callable[..., Iterator] | None = None,
     log: Any = None,
 ) -> Path:
     """Build the corpus (or find it built); return its root.
@@ -241,7 +241,7 @@ def _build_locked(params: SynthesisParams, key: dict[str, Any], root: Path,
 
         items = finished_utterances()
         if progress is not None:
-            items = progress(items, len(jobs), "synthesising corpus")
+            items = progress(items, total=len(jobs), description="synthesising corpus")
         for _ in items:
             pass
     except WavelensError:  # an interruption (RunInterrupted) stays what it is
@@ -280,12 +280,11 @@ class SyntheticTimit(TimitWords):
     params: SyntheticTimitParams
 
     def corpus_root(self, ctx: StageContext) -> Path:
-        return build_corpus(self.params, progress=lambda items, total, what: ctx.progress(
-            items, total=total, description=what), log=ctx.log)
+        return build_corpus(self.params, progress=ctx.progress, log=ctx.log)
 
     def prepare(self, ctx: StageContext) -> None:
         super().prepare(ctx)
-        root = Path(json.loads((ctx.workdir / "corpus.json").read_text())["root"])
+        root = Path(read_json(ctx.workdir / "corpus.json")["root"])
         record = read_json(root / "corpus.json")
         speakers = read_json(root / "speakers.json")
         engines = sorted({s["engine"] for s in speakers})

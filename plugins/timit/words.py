@@ -10,7 +10,6 @@ coordinates, so a probe can cut out the [s] of *ask* or the [ʃ] of *wash*.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -32,7 +31,9 @@ from framework import (
     hookimpl,
     peak_normalize,
     read_audio,
-    write_text,
+    read_json,
+    write_csv,
+    write_json,
 )
 
 from .corpus import Interval, find_utterances, read_alignment
@@ -239,15 +240,12 @@ class TimitWords(Dataset):
         with atomic_write(ctx.workdir / "tokens.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
-        with atomic_write(ctx.workdir / "skipped.csv", "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, ["file", "reason"])
-            writer.writeheader()
-            writer.writerows(skipped)
+        write_csv(ctx.workdir / "skipped.csv", skipped, ["file", "reason"])
         for item in skipped[:5]:
             ctx.log.warning("skipped %s", item["reason"])
         if len(skipped) > 5:
             ctx.log.warning("... %d skips in all; see skipped.csv in the data stage", len(skipped))
-        write_text(ctx.workdir / "corpus.json", json.dumps({"root": str(root), "skipped": len(skipped)}))
+        write_json(ctx.workdir / "corpus.json", {"root": str(root), "skipped": len(skipped)})
         ctx.write_report(
             f"{len(rows)} tokens of {len(params.words)} words sliced from `{root}`: the word plus "
             f"{params.pad_ms:g} ms of silence ({params.pad_side}), right-padded to "
@@ -280,7 +278,7 @@ class TimitWords(Dataset):
             }
             by_word = Counter(row["word"] for row in split.rows)
             counts["word"][name] = {word: by_word[word] for word in self.params.words}
-        record = json.loads((workdir / "corpus.json").read_text())
+        record = read_json(workdir / "corpus.json")
         notes = [f"corpus: {record['root']}"]
         if record["skipped"]:
             notes.append(f"{record['skipped']} tokens or files skipped, with reasons in "
