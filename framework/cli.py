@@ -146,6 +146,8 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
         raise WavelensError(f"{args.spec} declares no data")
     run = Run(resolved, runs_dir=args.runs_dir)
     directory = run.execute(until="data")
+    if run.rank != 0:  # another torchrun process: rank 0 reports
+        return 0
     summary = read_json(run.stage_dir("data") / STAGE_RECORD).get("summary") or {}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -264,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = plugin_commands.add_parser("show", help="show one plugin's parameters")
     show.add_argument("name")
 
+    def add_runs_dir(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--runs-dir", type=Path, default=None,
+                         help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
+
     def add_spec_arguments(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("spec", type=Path, help="the experiment spec (YAML)")
         sub.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
@@ -278,8 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--print", action="store_true", help="print the resolved spec and exit")
     run.add_argument("--fresh", action="store_true",
                      help="start a new run directory and reuse no earlier stage")
-    run.add_argument("--runs-dir", type=Path, default=None,
-                     help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
+    add_runs_dir(run)
     run.set_defaults(func=_cmd_run)
 
     data = commands.add_parser("data", help="prepare and inspect a spec's data")
@@ -288,15 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
         "describe", help="prepare the spec's data (or reuse it) and print its summary")
     add_spec_arguments(describe)
     describe.add_argument("--json", action="store_true", help="machine-readable output")
-    describe.add_argument("--runs-dir", type=Path, default=None,
-                          help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
+    add_runs_dir(describe)
     describe.set_defaults(func=_cmd_data_describe)
 
     probe = commands.add_parser(
         "probe", help="run a spec's data, model and probe stages (not statistics or metrics)")
     add_spec_arguments(probe)
-    probe.add_argument("--runs-dir", type=Path, default=None,
-                       help="where run directories go (default $WAVELENS_RUNS_DIR or ./runs)")
+    add_runs_dir(probe)
     probe.set_defaults(func=_cmd_probe)
 
     generate = commands.add_parser(

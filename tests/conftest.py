@@ -103,3 +103,19 @@ def entry_point_package(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
     yield install
     for name in [m for m in sys.modules if m.startswith("ep_")]:
         del sys.modules[name]
+
+
+def prepare_data(tmp_path: Path, plugin: str, params: str, seed: int = 4) -> tuple[dict, Path]:
+    """Run only the data stage of a spec using ``plugin`` with ``params`` (the inside
+    of a YAML flow mapping); return the loaded splits and the stage folder."""
+    from framework import Run, load_spec_text
+
+    resolved = load_spec_text(
+        f"spec_version: 1\nname: data-{plugin}\nseed: {seed}\ndevice: cpu\n"
+        f"data: {{plugin: {plugin}, params: {{{params}}}}}\n",
+        spec_dir=tmp_path,
+    )
+    run = Run(resolved, runs_dir=tmp_path / "runs")
+    run.execute(until="data")
+    stage = run.stage_dir("data")
+    return resolved.component("data").build().load(stage), stage

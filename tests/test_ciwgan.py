@@ -161,8 +161,13 @@ def test_tf_rmsprop_matches_a_hand_computation():
         mean_square = 0.9 * mean_square + 0.1 * g**2
         expected = expected - 0.01 * g / np.sqrt(mean_square + 1e-10)
     np.testing.assert_allclose(param.detach().numpy(), expected, rtol=0, atol=1e-15)
-    # By hand, first step, first element: ms = 0.9 + 0.1·0.25 = 0.925; Δ = 0.01·0.5/√0.925.
-    assert expected[0] != pytest.approx(1.0 - 0.01 * 0.5 / np.sqrt(0.025 + 1e-8))  # torch's zeros start
+    # By hand, one step from 1.0 with gradient 0.5: ms = 0.9·1 + 0.1·0.25 = 0.925, so
+    # the parameter becomes 1 − 0.01·0.5/√0.925 = 0.99480124755 (torch's RMSprop,
+    # starting from zeros, would give 1 − 0.01·0.5/(√0.0025 + 1e-8) = 0.9).
+    single = nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    single.grad = torch.tensor([0.5], dtype=torch.float64)
+    TFRMSprop([single], lr=0.01).step()
+    assert single.item() == pytest.approx(0.9948012475511806, abs=1e-12)
 
 
 # -- training --------------------------------------------------------------------------

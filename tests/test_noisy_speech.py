@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from framework import Run, WavelensError, load_spec_text
+from framework import WavelensError
 from plugins.noisy_speech.mixtures import coloured_noise, mix_at_snr
 from plugins.noisy_speech.vad import frame_energy_db, vad_labels
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, prepare_data
 
 SHARED_VOICEBANK = SHARED_DATA / "voicebank_demand"
 RATE = 16000
@@ -26,18 +26,6 @@ def bursts(length: int, spans: list[tuple[int, int]], rate: int = RATE, seed: in
     for start, end in spans:
         signal[start:end] = 0.3 * rng.standard_normal(end - start).clip(-3, 3) / 3
     return signal
-
-
-def prepare(tmp_path: Path, plugin: str, params: str) -> tuple[dict, Path]:
-    resolved = load_spec_text(
-        f"spec_version: 1\nname: pairs\nseed: 4\ndevice: cpu\n"
-        f"data: {{plugin: {plugin}, params: {{{params}}}}}\n",
-        spec_dir=tmp_path,
-    )
-    run = Run(resolved, runs_dir=tmp_path / "runs")
-    run.execute(until="data")
-    dataset = resolved.component("data").build()
-    return dataset.load(run.stage_dir("data")), run.stage_dir("data")
 
 
 def skipped(stage: Path) -> dict[str, str]:
@@ -104,7 +92,7 @@ def make_voicebank(root: Path) -> Path:
 
 
 def test_standard_layout_is_paired_resampled_and_segmented(tmp_path):
-    splits, stage = prepare(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
+    splits, stage = prepare_data(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
     assert len(splits["train"]) == 3 and len(splits["test"]) == 1
     train = splits["train"][0]
     assert train["sample_rate"] == 16000
@@ -118,7 +106,7 @@ def test_standard_layout_is_paired_resampled_and_segmented(tmp_path):
 
 
 def test_segment_offsets_are_hop_aligned_and_change_per_epoch(tmp_path):
-    splits, _ = prepare(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
+    splits, _ = prepare_data(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
     train = splits["train"]
     full = sf.read(tmp_path / "vb" / "clean_trainset_28spk_wav" / "p226_000.wav")[0]
     first = train[0]["clean"][0].numpy()
@@ -135,7 +123,7 @@ def test_segment_offsets_are_hop_aligned_and_change_per_epoch(tmp_path):
 
 
 def test_bad_and_unpaired_files_are_reported_by_name(tmp_path):
-    _, stage = prepare(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
+    _, stage = prepare_data(tmp_path, "voicebank_demand", f"root: {make_voicebank(tmp_path / 'vb')}")
     reasons = skipped(stage)
     assert "unpaired" in reasons["p226_099.wav"]
     assert "2 channels" in reasons["p232_001.wav"]
@@ -146,9 +134,9 @@ def test_bad_and_unpaired_files_are_reported_by_name(tmp_path):
 def test_a_folder_without_the_layout_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(WavelensError, match="no VoiceBank\\+DEMAND folders"):
-        prepare(tmp_path, "voicebank_demand", f"root: {tmp_path / 'empty'}")
+        prepare_data(tmp_path, "voicebank_demand", f"root: {tmp_path / 'empty'}")
     with pytest.raises(WavelensError, match="does not exist"):
-        prepare(tmp_path, "voicebank_demand", f"root: {tmp_path / 'missing'}")
+        prepare_data(tmp_path, "voicebank_demand", f"root: {tmp_path / 'missing'}")
 
 
 @pytest.mark.skipif(not SHARED_VOICEBANK.is_dir(), reason=f"{SHARED_VOICEBANK} is not present")
@@ -156,7 +144,7 @@ def test_reads_the_real_voicebank_pairs():
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        splits, stage = prepare(Path(scratch), "voicebank_demand", f"root: {SHARED_VOICEBANK}")
+        splits, stage = prepare_data(Path(scratch), "voicebank_demand", f"root: {SHARED_VOICEBANK}")
         test = splits["test"]
         assert set(splits) == {"test"} and len(test) == 25
         assert not skipped(stage)
@@ -190,7 +178,7 @@ MIXTURE_PARAMS = (
 
 def test_mixtures_have_the_requested_snrs_and_held_out_noises(tmp_path):
     clean, noise = make_sources(tmp_path)
-    splits, stage = prepare(tmp_path, "noisy_mixtures", MIXTURE_PARAMS.format(clean=clean, noise=noise))
+    splits, stage = prepare_data(tmp_path, "noisy_mixtures", MIXTURE_PARAMS.format(clean=clean, noise=noise))
     root = stage / "mixtures"
     assert len(splits["train"]) == 8 and len(splits["test"]) == 10
     for split, folder in (("train", "trainset"), ("test", "testset")):
@@ -209,7 +197,7 @@ def test_mixtures_have_the_requested_snrs_and_held_out_noises(tmp_path):
 
 def test_mixture_vad_labels_cover_the_clean_speech(tmp_path):
     clean, noise = make_sources(tmp_path)
-    splits, stage = prepare(tmp_path, "noisy_mixtures", MIXTURE_PARAMS.format(clean=clean, noise=noise))
+    splits, stage = prepare_data(tmp_path, "noisy_mixtures", MIXTURE_PARAMS.format(clean=clean, noise=noise))
     for item in splits["test"]:
         audio = item["clean"][0].numpy()
         labels = item["vad"].numpy()
@@ -222,8 +210,8 @@ def test_mixture_vad_labels_cover_the_clean_speech(tmp_path):
 def test_mixtures_are_reproducible_and_reused_within_a_run(tmp_path):
     clean, noise = make_sources(tmp_path)
     params = MIXTURE_PARAMS.format(clean=clean, noise=noise)
-    first, stage_a = prepare(tmp_path / "a", "noisy_mixtures", params)
-    second, stage_b = prepare(tmp_path / "b", "noisy_mixtures", params)
+    first, stage_a = prepare_data(tmp_path / "a", "noisy_mixtures", params)
+    second, stage_b = prepare_data(tmp_path / "b", "noisy_mixtures", params)
     name = first["test"][3]["name"]
     a = sf.read(stage_a / "mixtures" / "noisy_testset_wav" / f"{name}.wav")[0]
     b = sf.read(stage_b / "mixtures" / "noisy_testset_wav" / f"{name}.wav")[0]
@@ -234,7 +222,7 @@ def test_unknown_held_out_noise_is_named(tmp_path):
     clean, noise = make_sources(tmp_path)
     params = MIXTURE_PARAMS.format(clean=clean, noise=noise).replace("[white]", "[traffic]")
     with pytest.raises(WavelensError, match="test_noises names traffic"):
-        prepare(tmp_path, "noisy_mixtures", params)
+        prepare_data(tmp_path, "noisy_mixtures", params)
 
 
 def test_mix_at_snr_is_exact_and_never_clips():
@@ -263,7 +251,7 @@ def test_unreadable_clean_files_skip_their_mixtures_by_name(tmp_path):
     for index in range(4):
         (clean / f"broken{index}.wav").write_bytes(b"RIFF....WAVE broken")
     params = MIXTURE_PARAMS.format(clean=clean, noise=noise).replace("n_train: 8", "n_train: 30")
-    splits, stage = prepare(tmp_path, "noisy_mixtures", params)
+    splits, stage = prepare_data(tmp_path, "noisy_mixtures", params)
     with open(stage / "mixtures" / "skipped_mixtures.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and all("broken" in row["file"] and "unreadable" in row["reason"] for row in rows)
@@ -286,7 +274,7 @@ def test_demand_and_librispeech_layouts_group_by_folder(tmp_path):
             write(demand / kind / f"ch{channel:02d}.wav", rng.uniform(-0.1, 0.1, 48000 * 3), 48000)
     params = (f"clean_dir: {clean}, noise_dirs: [{demand}], generated_noise: [], "
               "test_noises: [OOFFICE], n_train: 6, n_test_utterances: 2, clip_seconds: 1.0")
-    splits, stage = prepare(tmp_path, "noisy_mixtures", params)
+    splits, stage = prepare_data(tmp_path, "noisy_mixtures", params)
     assert {item["noise"] for item in splits["train"]} == {"DKITCHEN"}
     assert {item["noise"] for item in splits["test"]} == {"OOFFICE"}
     with open(stage / "mixtures" / "sources.tsv") as handle:

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from framework import PluginRegistry, Run, WavelensError, collate_items, load_spec_text
+from framework import PluginRegistry, WavelensError, collate_items
 from plugins.timit.corpus import Interval, find_utterances, read_alignment
 from plugins.timit.words import SliceParams, TimitWords, TimitWordsParams, slice_token
 
-from conftest import REPO
+from conftest import REPO, prepare_data
 
 RATE = 16000
 
@@ -64,16 +64,7 @@ def prepare(tmp_path: Path, root: Path, **params) -> tuple[dict, Path]:
     params.setdefault("words", ["ask", "me", "wash", "water"])
     options = ", ".join(f"{k}: {v!r}" if not isinstance(v, list) else f"{k}: {v}"
                         for k, v in {"root": str(root), **params}.items())
-    resolved = load_spec_text(
-        f"spec_version: 1\nname: words\nseed: 5\ndevice: cpu\n"
-        f"data: {{plugin: timit_words, params: {{{options}}}}}\n",
-        spec_dir=tmp_path,
-    )
-    run = Run(resolved, runs_dir=tmp_path / "runs")
-    run.execute(until="data")
-    stage = run.stage_dir("data")
-    dataset = resolved.component("data").build()
-    return dataset.load(stage), stage
+    return prepare_data(tmp_path, "timit_words", options, seed=5)
 
 
 def test_reader_finds_utterances_in_upper_and_lower_case(tmp_path):

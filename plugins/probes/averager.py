@@ -17,7 +17,6 @@ Writes into its stage folder:
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Literal
 
@@ -35,10 +34,11 @@ from framework import (
     atomic_write,
     collate_items,
     hookimpl,
+    write_json,
 )
 
 from .feature_maps import FeatureMapRecorder
-from .series import interval_indices, time_normalised, upsample
+from .series import interval_indices, layer_centres, time_normalised, upsample
 
 
 class IntervalRequest(Params):
@@ -107,10 +107,10 @@ class FeatureMapAverage(Probe):
         input_length = audio.shape[-1]
         rate = int(items[0].get("sample_rate", 16000)) if items else 16000
         layers = {name: int(values.shape[1]) for name, values in series.items()}
-        with atomic_write(ctx.workdir / "layers.json", "w") as handle:
-            json.dump({"layers": layers, "reducer": self.reducer, "selectors": params.layers,
-                       "post_activation": params.post_activation, "input_length": input_length,
-                       "sample_rate": rate, "items": len(items)}, handle, indent=2)
+        write_json(ctx.workdir / "layers.json",
+                   {"layers": layers, "reducer": self.reducer, "selectors": params.layers,
+                    "post_activation": params.post_activation, "input_length": input_length,
+                    "sample_rate": rate, "items": len(items)}, sort_keys=False)
         self._write_table(ctx, series, items, input_length, rate)
         if params.upsample:
             with atomic_write(ctx.workdir / "upsampled.npz", "wb") as handle:
@@ -135,17 +135,17 @@ class FeatureMapAverage(Probe):
         speakers = np.array([str(item.get("speaker", "")) for item in items])
         for name, values in series.items():
             n, length = values.shape
-            step = input_length / length
             frames.append(pd.DataFrame({
                 "token": np.repeat(tokens, length), "word": np.repeat(words, length),
                 "label": np.repeat(labels, length), "speaker": np.repeat(speakers, length),
                 "layer": name, "sample": np.tile(np.arange(1, length + 1), n),
-                "time_s": np.tile((np.arange(length) + 0.5) * step / rate, n),
+                "time_s": np.tile(layer_centres(length, input_length) / rate, n),
                 "value": values.numpy().reshape(-1),
             }))
-        table = pd.concat(frames, ignore_index=True)
-        path = ctx.workdir / f"feature_maps.{self.params.table_format}"
-        with atomic_write(path, "wb") as handle:
+        self._write_frame(ctx, "feature_maps", pd.concat(frames, ignore_index=True))
+
+    def _write_frame(self, ctx: StageContext, name: str, table: pd.DataFrame) -> None:
+        with atomic_write(ctx.workdir / f"{name}.{self.params.table_format}", "wb") as handle:
             if self.params.table_format == "parquet":
                 table.to_parquet(handle, index=False)
             else:
@@ -182,12 +182,7 @@ class FeatureMapAverage(Probe):
             notes.append(f"Interval [{request.phone}]{where}: {found} found; {without} tokens without "
                          f"phone annotations; {too_short} layer × interval pairs shorter than one "
                          "layer sample were left out.")
-        table = pd.DataFrame(rows)
-        with atomic_write(ctx.workdir / f"intervals.{self.params.table_format}", "wb") as handle:
-            if self.params.table_format == "parquet":
-                table.to_parquet(handle, index=False)
-            else:
-                handle.write(table.to_csv(index=False).encode())
+        self._write_frame(ctx, "intervals", pd.DataFrame(rows))
         return notes
 
     def _figures(self, ctx: StageContext, series: dict[str, torch.Tensor], items: list[dict],

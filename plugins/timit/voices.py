@@ -227,9 +227,7 @@ def _finish(job: UtteranceJob, result: Synthesised) -> None:
 
     folder = Path(job.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = ".WAV"
-    audio_path = folder / f"{job.name}{suffix}"
-    _atomic(audio_path, lambda p: sf.write(p, samples.astype(np.float32), RATE,
+    _atomic(folder / f"{job.name}.WAV", lambda p: sf.write(p, samples.astype(np.float32), RATE,
                                            format="NIST" if job.audio_format == "sphere" else "WAV",
                                            subtype="PCM_16"))
     if result.phones is not None:
@@ -241,6 +239,8 @@ def _finish(job: UtteranceJob, result: Synthesised) -> None:
 
 
 def _atomic(path: Path, write) -> None:
+    # framework.atomic_write does this, but importing framework imports torch, which
+    # would cost every worker process seconds of start-up for no use.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
