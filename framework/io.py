@@ -33,6 +33,7 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 __all__ = [
     "cache_dir",
+    "shared_data_dir",
     "atomic_write",
     "write_text",
     "write_json",
@@ -58,6 +59,19 @@ def cache_dir(*parts: str) -> Path:
     folder = Path(root).joinpath(*parts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+SHARED_DATA_ENV = "WAVELENS_SHARED_DATA"
+
+
+def shared_data_dir() -> Path:
+    """The shared real recordings (never copied into the project):
+    ``$WAVELENS_SHARED_DATA``, else ``../shared/data`` beside the wavelens checkout.
+    The folder may not exist; callers check."""
+    root = os.environ.get(SHARED_DATA_ENV)
+    if root:
+        return Path(root)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"  # framework/io.py → ../shared
 
 
 @contextlib.contextmanager

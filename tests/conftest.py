@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -9,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from framework import shared_data_dir
+
 FIXTURE_PLUGINS = Path(__file__).parent / "fixture_plugins"
 REPO = Path(__file__).resolve().parent.parent
 # The real recordings the project points at (never copies): ../shared/data beside the
 # checkout, or $WAVELENS_SHARED_DATA.
-SHARED_DATA = Path(os.environ.get("WAVELENS_SHARED_DATA") or REPO.parent / "shared" / "data")
+SHARED_DATA = shared_data_dir()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,7 +16,6 @@ present) plus generated white, pink and brown noise and babble of synthetic voic
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +35,7 @@ from framework import (
     read_audio,
     read_csv,
     resample,
+    shared_data_dir,
     write_audio,
     write_csv,
     write_text,
@@ -45,17 +45,11 @@ from plugins.timit.synthetic import SynthesisParams, build_corpus
 from .voicebank import PairedSpeech, PairParams
 
 GENERATED = ("white", "pink", "brown", "babble")
-SHARED_NOISE_ENV = "WAVELENS_SHARED_DATA"
 
 
 def default_noise_dirs() -> list[Path]:
-    """``$WAVELENS_SHARED_DATA/noise``, else ``../shared/data/noise`` beside the
-    wavelens checkout, if it exists."""
-    shared = os.environ.get(SHARED_NOISE_ENV)
-    if shared:
-        folder = Path(shared) / "noise"
-    else:  # plugins/noisy_speech/mixtures.py → <checkout>/../shared/data/noise
-        folder = Path(__file__).resolve().parents[3] / "shared" / "data" / "noise"
+    """The ``noise/`` folder of the shared recordings, if it exists."""
+    folder = shared_data_dir() / "noise"
     return [folder] if folder.is_dir() else []
 
 
