@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from framework import Run, load_spec_text, resolve_placement
@@ -19,6 +20,8 @@ from plugins.ciwgan.networks import (
     UpConv,
     WaveGANDiscriminator,
     WaveGANGenerator,
+    conv1d_gemm,
+    conv_transpose1d_gemm,
     phase_shuffle,
     same_padding,
 )
@@ -92,6 +95,45 @@ def test_up_conv_is_the_adjoint_of_the_same_conv_as_tf_defines_it():
     rhs = (u * up(x)).sum()
     assert up(x).shape == (1, 2, 256)
     assert lhs.item() == pytest.approx(rhs.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("stride", [4, 2])
+@pytest.mark.parametrize("length", [1, 5, 16])
+def test_the_gemm_form_of_the_convs_computes_torchs_convs(stride, length):
+    # What CUDA runs (one GEMM over the unfolded input) must equal the CPU's convs
+    # exactly in float64, for both strides the networks use and lengths not divisible
+    # by the number of taps.
+    down, up = conv1d_gemm, conv_transpose1d_gemm
+    torch.manual_seed(length)
+    kw = {"dtype": torch.float64}
+    crop = same_padding(25, stride)[0]
+    x, w, b = torch.randn(2, 3, length, **kw), torch.randn(3, 4, 25, **kw), torch.randn(4, **kw)
+    expected = F.conv_transpose1d(x, w, b, stride)[..., crop : crop + stride * length]
+    torch.testing.assert_close(up(x, w, b, stride, crop), expected, rtol=0, atol=1e-12)
+    x, w = torch.randn(2, 3, stride * length, **kw), torch.randn(4, 3, 25, **kw)
+    pad = same_padding(25, stride)
+    expected = F.conv1d(F.pad(x, pad), w, b, stride)
+    torch.testing.assert_close(down(x, w, b, stride, pad), expected, rtol=0, atol=1e-12)
+
+
+def test_the_gemm_form_has_correct_first_and_second_derivatives():
+    # The gradient penalty differentiates the critic twice.
+    down, up = conv1d_gemm, conv_transpose1d_gemm
+    kw = {"dtype": torch.float64, "requires_grad": True}
+    x, w = torch.randn(2, 2, 32, **kw), torch.randn(3, 2, 25, **kw)
+    assert torch.autograd.gradgradcheck(lambda x, w: down(x, w, None, 4, (10, 11)), (x, w))
+    x, w = torch.randn(2, 2, 8, **kw), torch.randn(2, 3, 25, **kw)
+    assert torch.autograd.gradgradcheck(lambda x, w: up(x, w, None, 4, 10), (x, w))
+
+
+def test_phase_shuffle_is_the_same_in_channels_last_memory():
+    x = torch.randn(3, 5, 40)
+    for seed in range(6):
+        plain = phase_shuffle(x, 2, torch.Generator().manual_seed(seed))
+        channels_last = phase_shuffle(x.transpose(1, 2).contiguous().transpose(1, 2), 2,
+                                      torch.Generator().manual_seed(seed))
+        assert torch.equal(plain, channels_last)
+        assert channels_last.stride(1) == 1 or torch.equal(plain, x)  # the layout is kept
 
 
 def test_generator_reads_the_dense_output_time_major_and_applies_relu():

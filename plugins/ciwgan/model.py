@@ -43,6 +43,8 @@ class CiwGANParams(Params):
     sample_value: float = Field(1.0, description="code value of the periodic samples")
     processes: int = Field(1, ge=1, description="training processes (one per GPU on CUDA; gloo on CPU)")
     sample_rate: int = Field(16000, description="rate of the audio (generated files are written at it)")
+    cuda_convs: Literal["gemm", "cudnn"] = Field(
+        "gemm", description="how the convs run on CUDA (the same function; see docs/ciwgan.md)")
 
 
 class FiwGANParams(CiwGANParams):
@@ -57,7 +59,7 @@ class CiwGANModel(Model):
 
     def network(self) -> CiwGAN:
         p = self.params
-        return CiwGAN(p.n_codes, p.dim, p.slice_len, p.latent_dim, p.phase_shuffle)
+        return CiwGAN(p.n_codes, p.dim, p.slice_len, p.latent_dim, p.phase_shuffle, p.cuda_convs)
 
     def config(self, train: TrainSpec, seed: int) -> GANConfig:
         p = self.params

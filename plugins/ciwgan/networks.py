@@ -24,6 +24,9 @@ __all__ = [
     "SLICE_LENGTHS",
     "same_padding",
     "phase_shuffle",
+    "CUDA_CONVS",
+    "conv1d_gemm",
+    "conv_transpose1d_gemm",
     "WaveGANGenerator",
     "WaveGANDiscriminator",
     "CiwGAN",
@@ -58,12 +61,20 @@ def phase_shuffle(x: torch.Tensor, radius: int, generator: torch.Generator | Non
     if radius == 0:
         return x
     phase = int(torch.randint(-radius, radius + 1, (1,), generator=generator, device="cpu"))
-    pad_left, pad_right = max(phase, 0), max(-phase, 0)
     if phase == 0:
         return x
-    length = x.shape[-1]
-    padded = F.pad(x, (pad_left, pad_right), mode="reflect")
-    return padded[..., pad_right : pad_right + length]
+    # Shift along time in whichever memory layout x has (channels-last on CUDA), so
+    # the result keeps it: [x[phase] … x[1], x[0] … x[L−1−phase]] for a right shift.
+    time_major = x.stride(1) == 1 and x.shape[1] > 1
+    series, dim = (x.transpose(1, 2), 1) if time_major else (x, -1)
+    length, shift = series.shape[dim], abs(phase)
+    if phase > 0:
+        pieces = [series.narrow(dim, 1, shift).flip(dim), series.narrow(dim, 0, length - shift)]
+    else:
+        pieces = [series.narrow(dim, shift, length - shift),
+                  series.narrow(dim, length - 1 - shift, shift).flip(dim)]
+    out = torch.cat(pieces, dim)
+    return out.transpose(1, 2) if time_major else out
 
 
 def _glorot(module: nn.Module) -> None:
@@ -73,29 +84,101 @@ def _glorot(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
+def _autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """Cast to the autocast dtype *before* im2col, so the copy is made at that width."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
+
+
+def conv1d_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                pad: tuple[int, int]) -> torch.Tensor:
+    """``conv1d(F.pad(x, pad), weight, bias, stride)`` as one matrix product.
+
+    x is (B, C, L) in any memory layout; the result is (B, C_out, L_out) as a view of a
+    (B, L_out, C_out) tensor, which the next layer reads without a copy. cuDNN has no
+    fast kernel for kernel 25 / stride 4 at these sizes (nor for the double backward the
+    gradient penalty needs); a GEMM over the unfolded input runs on the tensor cores.
+    """
+    out_channels, in_channels, kernel = weight.shape
+    time_major = F.pad(_autocast_input(x).transpose(1, 2), (0, 0, *pad))  # (B, L+pad, C)
+    # (B, L_out, K, C): a view whose rows are runs of K·C consecutive elements, so the
+    # copy into the matrix reads and writes contiguous memory.
+    columns = time_major.unfold(1, kernel, stride).transpose(2, 3)
+    out = F.linear(columns.reshape(*columns.shape[:2], kernel * in_channels),
+                   weight.transpose(1, 2).reshape(out_channels, kernel * in_channels), bias)
+    return out.transpose(1, 2)
+
+
+def conv_transpose1d_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          stride: int, crop: int) -> torch.Tensor:
+    """``conv_transpose1d(x, weight, bias, stride)[..., crop : crop + stride·L]`` as one
+    matrix product, by polyphase decomposition.
+
+    Output sample ``stride·m + p`` of the full transposed conv is
+    ``Σ_j x[m − j] · weight[:, :, stride·j + p]``: for each phase p a stride-1
+    correlation with ``taps = ⌈K / stride⌉`` taps. All phases come from one GEMM of the
+    unfolded input with the re-arranged kernel, and interleave by a reshape.
+    """
+    in_channels, out_channels, kernel = weight.shape
+    length = x.shape[-1]
+    taps = -(-kernel // stride)
+    first, last = crop // stride, (crop + stride * length - 1) // stride  # the m we need
+    time_major = F.pad(_autocast_input(x).transpose(1, 2),
+                       (0, 0, taps - 1, max(0, last + 1 - length)))
+    columns = time_major.unfold(1, taps, 1)[:, first : last + 1].transpose(2, 3)  # (B, M, taps, C_in)
+    # weight[c, o, stride·j + p] → matrix[(p, o), (i, c)] with window position i = taps−1−j.
+    phased = F.pad(weight, (0, taps * stride - kernel)).view(in_channels, out_channels, taps, stride)
+    matrix = phased.flip(2).permute(3, 1, 2, 0).reshape(stride * out_channels, taps * in_channels)
+    out = F.linear(columns.reshape(*columns.shape[:2], taps * in_channels), matrix)
+    out = out.view(out.shape[0], -1, out_channels)  # phases interleave: (B, M·stride, C_out)
+    offset = crop - first * stride
+    out = out[:, offset : offset + stride * length]
+    if bias is not None:
+        out = out + bias.to(out.dtype)
+    return out.transpose(1, 2)
+
+
+CUDA_CONVS = ("gemm", "cudnn")
+
+
 class UpConv(nn.Module):
-    """A transposed conv with TF SAME alignment: output length = input × stride."""
+    """A transposed conv with TF SAME alignment: output length = input × stride.
+
+    The CPU uses ``nn.ConvTranspose1d``. On CUDA, ``impl`` picks how the same function
+    is computed: ``gemm`` (:func:`conv_transpose1d_gemm`, the default) or ``cudnn``
+    (the module itself).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.conv = nn.ConvTranspose1d(in_channels, out_channels, KERNEL, stride)
         self.crop = same_padding(KERNEL, stride)[0]
         self.stride = stride
+        self.impl = "gemm"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and self.impl != "cudnn":
+            return conv_transpose1d_gemm(x, self.conv.weight, self.conv.bias, self.stride, self.crop)
         full = self.conv(x)  # (in - 1) * stride + kernel samples
         return full[..., self.crop : self.crop + x.shape[-1] * self.stride]
 
 
 class DownConv(nn.Module):
-    """A conv with TF SAME alignment: output length = input / stride."""
+    """A conv with TF SAME alignment: output length = input / stride.
+
+    The CPU uses ``nn.Conv1d``; on CUDA, ``impl`` as for :class:`UpConv`.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.conv = nn.Conv1d(in_channels, out_channels, KERNEL, stride)
         self.pad = same_padding(KERNEL, stride)
+        self.impl = "gemm"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and self.impl != "cudnn":
+            return conv1d_gemm(x, self.conv.weight, self.conv.bias, self.conv.stride[0], self.pad)
         return self.conv(F.pad(x, self.pad))
 
 
@@ -163,7 +246,7 @@ class CiwGAN(nn.Module):
     ``discriminator`` (the WGAN critic) and ``q_network`` (its own weights)."""
 
     def __init__(self, n_codes: int, dim: int = 64, slice_len: int = 16384, latent_dim: int = 100,
-                 phase_shuffle_radius: int = 2):
+                 phase_shuffle_radius: int = 2, cuda_convs: str = "gemm"):
         super().__init__()
         if not 0 < n_codes < latent_dim:
             raise ValueError(f"n_codes must be between 1 and {latent_dim - 1}, not {n_codes}")
@@ -176,7 +259,19 @@ class CiwGAN(nn.Module):
         self.n_codes = n_codes
         # What rebuilds an identical network (in another process).
         self.arguments = {"n_codes": n_codes, "dim": dim, "slice_len": slice_len,
-                          "latent_dim": latent_dim, "phase_shuffle_radius": phase_shuffle_radius}
+                          "latent_dim": latent_dim, "phase_shuffle_radius": phase_shuffle_radius,
+                          "cuda_convs": cuda_convs}
+        self.use_cuda_convs(cuda_convs)
+
+    def use_cuda_convs(self, impl: str) -> None:
+        """How the convs run on CUDA: ``gemm`` (the unfolded input times the kernel as
+        one matrix product; the default, faster here) or ``cudnn`` (torch's strided
+        convs). Both compute the same function; the CPU always uses torch's convs."""
+        if impl not in CUDA_CONVS:
+            raise ValueError(f"cuda_convs must be one of {', '.join(CUDA_CONVS)}, not {impl!r}")
+        for module in self.modules():
+            if isinstance(module, (UpConv, DownConv)):
+                module.impl = impl
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """The Q-network's code logits for ``audio`` (what probes and predict use)."""

@@ -84,12 +84,12 @@ def sample_latent(batch: int, n_codes: int, code: str, latent_dim: int,
     """``(z, target)``: z = [code, U(−1, 1) noise]; the target is the class index
     (ciwGAN, one-hot code drawn uniformly) or the bits (fiwGAN, Bernoulli 0.5)."""
     if code == "categorical":
-        target = torch.randint(n_codes, (batch,), generator=generator)
+        target = torch.randint(n_codes, (batch,), generator=generator, device=generator.device)
         codes = F.one_hot(target, n_codes).float()
     else:
-        codes = torch.randint(2, (batch, n_codes), generator=generator).float()
+        codes = torch.randint(2, (batch, n_codes), generator=generator, device=generator.device).float()
         target = codes
-    noise = torch.rand(batch, latent_dim - n_codes, generator=generator) * 2 - 1
+    noise = torch.rand(batch, latent_dim - n_codes, generator=generator, device=generator.device) * 2 - 1
     return torch.cat([codes, noise], dim=1), target
 
 
@@ -180,7 +180,9 @@ class GANTrainer:
         # Every random draw has its own generator; each process its own stream.
         base = config.seed * 1000 + rank
         self.data_rng = torch.Generator().manual_seed(base + 1)
-        self.latent_rng = torch.Generator().manual_seed(base + 2)
+        # Latents and penalty mixes are drawn where they are used: on CUDA, a copy from
+        # the CPU at every update would wait for the GPU and stop the CPU queueing ahead.
+        self.latent_rng = torch.Generator(self.device).manual_seed(base + 2)
         network.shuffle_generator.manual_seed(base + 3)
         self.order: torch.Tensor | None = None
         self.position = 0
@@ -198,7 +200,7 @@ class GANTrainer:
             "data_rng": self.data_rng.get_state(),
             "latent_rng": self.latent_rng.get_state(),
             "shuffle_rng": self.net.shuffle_generator.get_state(),
-            "order": self.order,
+            "order": None if self.order is None else self.order.cpu(),
             "position": self.position,
             "history": self.config.history,
         }
@@ -214,7 +216,13 @@ class GANTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.opt_q.load_state_dict(state["opt_q"])
         self.data_rng.set_state(state["data_rng"])
-        self.latent_rng.set_state(state["latent_rng"])
+        try:
+            self.latent_rng.set_state(state["latent_rng"])
+        except RuntimeError:  # a CPU generator's state cannot seed a CUDA one, and back
+            self.latent_rng.manual_seed(self.config.seed * 1000 + self.rank + 2 + step)
+            if self.log and self.rank == 0:
+                self.log.warning("the checkpoint was written on another kind of device; training "
+                                 "goes on with a fresh latent random stream (seeded from the step)")
         self.net.shuffle_generator.set_state(state["shuffle_rng"])
         self.order, self.position = state["order"], state["position"]
         self.config.history = state["history"]
@@ -247,14 +255,16 @@ class GANTrainer:
         if self.order is None or self.position + self.local_batch > len(self.order):
             self.order = torch.randperm(len(data), generator=self.data_rng)
             self.position = 0
+        if self.order.device != data.device:  # once per epoch, not once per batch
+            self.order = self.order.to(data.device)
         index = self.order[self.position : self.position + self.local_batch]
         self.position += self.local_batch
-        return data[index.to(data.device)]
+        return data[index]
 
     def latent(self) -> tuple[torch.Tensor, torch.Tensor]:
         z, target = sample_latent(self.local_batch, self.net.n_codes, self.config.code,
                                   self.net.generator.latent_dim, self.latent_rng)
-        return z.to(self.device), target.to(self.device)
+        return z, target
 
     def _average(self, parameters: list[torch.nn.Parameter]) -> None:
         if self.world == 1:
@@ -272,7 +282,7 @@ class GANTrainer:
         net, config = self.net, self.config
         real = self.real_batch(data)
         z, _ = self.latent()
-        alpha = torch.rand(self.local_batch, 1, 1, generator=self.latent_rng).to(self.device)
+        alpha = torch.rand(self.local_batch, 1, 1, generator=self.latent_rng, device=self.device)
         with self.placement.autocast():
             with torch.no_grad():
                 fake = net.generator(z)
