@@ -247,6 +247,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stats_fit(args: argparse.Namespace) -> int:
+    from .components import StageContext
+    from .console import get_logger, progress
+    from .device import resolve_placement
+
+    table = Path(args.table)
+    if not table.is_file():
+        raise WavelensError(f"{table} is not a file")
+    resolved = _load(args)
+    statistics = resolved.components_of("statistics")
+    if not statistics:
+        raise WavelensError(f"{args.spec} declares no statistics")
+    out = args.out or table.with_name(f"{table.stem}-stats")
+    log = get_logger()
+    for statistic in statistics:
+        workdir = out / statistic.path
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = StageContext(stage=statistic.path, workdir=workdir, placement=resolve_placement("cpu"),
+                           seed=resolved.spec.seed, log=log, spec_dir=resolved.spec_dir, _progress=progress)
+        statistic.build().fit_table(table, ctx)
+        console.print(f"{escape(statistic.path)} ({escape(statistic.plugin.name)}): {escape(str(workdir))}",
+                      soft_wrap=True, highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavelens", description="Interpret and enhance speech CNNs with plugins."
@@ -316,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, default=None,
                           help="folder for the WAV files (default RUN_DIR/generated/...)")
     generate.set_defaults(func=_cmd_generate)
+
+    stats = commands.add_parser("stats", help="fit statistics to a table file")
+    stats_commands = stats.add_subparsers(dest="stats_command", required=True)
+    fit = stats_commands.add_parser(
+        "fit", help="fit a spec's statistics (e.g. gamm) to a tidy table (CSV or parquet)")
+    fit.add_argument("table", type=Path, help="the table, e.g. a probe's feature_maps.parquet")
+    fit.add_argument("--spec", required=True, type=Path, help="a spec whose 'statistics' to fit")
+    fit.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a spec value")
+    fit.add_argument("--out", type=Path, default=None, help="output folder (default TABLE-stats beside it)")
+    fit.set_defaults(func=_cmd_stats_fit)
 
     report = commands.add_parser("report", help="rebuild a run's report from its artefacts")
     report.add_argument("run_dir", type=Path)

@@ -249,6 +249,13 @@ class Statistic(ABC):
     def run(self, ctx: StageContext) -> None:
         """Read ``ctx.upstream("probe")`` outputs, fit, write to ``ctx.workdir``."""
 
+    def fit_table(self, table: Path, ctx: StageContext) -> None:
+        """Fit a table file given directly (``wavelens stats fit TABLE --spec SPEC``),
+        writing to ``ctx.workdir``. Optional: statistics that only read probe stages
+        need not implement it."""
+        raise StageError(f"the statistic {type(self).__name__} fits probe stages only; it cannot "
+                         "fit a table file")
+
 
 _REDUCTIONS = ("sum", "cat", "min", "max")
 

@@ -98,6 +98,11 @@ class StagePlan:
 def plan_stages(resolved: ResolvedSpec) -> list[StagePlan]:
     """The stages a spec declares, in execution order, with their keys."""
     spec = resolved.spec
+    if spec.statistics and not spec.probe:
+        raise WavelensError(
+            "'statistics' needs 'probe' in the same spec to run; to fit a table file with this "
+            "spec's statistics, use: wavelens stats fit TABLE --spec SPEC"
+        )
     plans: list[StagePlan] = []
     data = resolved.component("data")
     model = resolved.component("model")

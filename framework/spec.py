@@ -135,8 +135,9 @@ class ExperimentSpec(_Strict):
             ("train", self.train is not None, ("data", "model")),
             ("probe", bool(self.probe), ("data", "model")),
             ("metrics", bool(self.metrics), ("data", "model")),
-            ("statistics", bool(self.statistics), ("probe",)),
         ]
+        # Statistics without probes are valid for `wavelens stats fit TABLE --spec`;
+        # `wavelens run` refuses them (framework.run.plan_stages).
         for key, present, required in needs:
             for other in required:
                 if present and not getattr(self, other):

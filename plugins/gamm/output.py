@@ -1,0 +1,149 @@
+"""Writing a GAMM result: JSON plus CSV tables, mgcv's printed layout (the paper's
+Table 1), and the paper's plots (Figure 3 middle: curves with bands; Figure 4:
+difference curves with the significant regions shaded)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from framework import write_csv, write_json
+
+
+def _p_text(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def table_rows(result: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    parametric = [
+        [r["term"], _num(r["estimate"]), _num(r["se"]), _num(r["stat"]), _p_text(r["p"])]
+        for r in result["parametric"]
+    ]
+    smooths = [
+        [r["term"], _num(r["edf"]), _num(r["ref_df"]), _num(r["stat"]), _p_text(r["p"])]
+        for r in result["smooths"]
+    ]
+    return parametric, smooths
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Plain text in the layout of mgcv's summary and the paper's Table 1."""
+    parametric, smooths = table_rows(result)
+    stat_p = {r["stat_type"] for r in result["parametric"]} - {None}
+    stat_s = {r["stat_type"] for r in result["smooths"]} - {None}
+    head_p = [
+        "A. parametric coefficients",
+        "Estimate",
+        "Std. Error",
+        f"{'/'.join(sorted(stat_p)) or 't'}-value",
+        "p-value",
+    ]
+    head_s = ["B. smooth terms", "edf", "Ref.df", f"{'/'.join(sorted(stat_s)) or 'F'}-value", "p-value"]
+    width = max(len(row[0]) for row in [head_p, head_s, *parametric, *smooths]) + 2
+    lines = []
+    for head, rows in ((head_p, parametric), (head_s, smooths)):
+        lines.append(head[0].ljust(width) + "".join(h.rjust(12) for h in head[1:]))
+        lines += [row[0].ljust(width) + "".join(c.rjust(12) for c in row[1:]) for row in rows]
+    meta = result["meta"]
+    lines.append("")
+    lines.append(
+        f"{meta['backend']} ({meta['version']}); {meta['method']}; rho = {meta['rho']:.3f}; "
+        f"n = {meta['n_obs']} ({meta['n_tokens']} tokens)"
+    )
+    return "\n".join(lines)
+
+
+def markdown_tables(result: dict[str, Any]) -> str:
+    parametric, smooths = table_rows(result)
+    out = [
+        "| A. parametric coefficients | Estimate | Std. Error | t-value | p-value |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    out += ["| " + " | ".join(row) + " |" for row in parametric]
+    stat = {r["stat_type"] for r in result["smooths"]} - {None}
+    out += [
+        "",
+        f"| B. smooth terms | edf | Ref.df | {'/'.join(sorted(stat)) or 'F'}-value | p-value |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    out += ["| " + " | ".join(row) + " |" for row in smooths]
+    return "\n".join(out)
+
+
+def save(result: dict[str, Any], folder: Path) -> None:
+    """result.json, parametric.csv, smooths.csv, curves.csv, differences.csv,
+    intervals.csv and table.txt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "result.json", result, sort_keys=False)
+    for name in ("parametric", "smooths"):
+        write_csv(folder / f"{name}.csv", result[name])
+    for name in ("curves", "differences"):
+        pd.DataFrame(result[name]).to_csv(folder / f"{name}.csv", index=False)
+    write_csv(
+        folder / "intervals.csv",
+        [
+            {"a": item["a"], "b": item["b"], "start": start, "end": end}
+            for item in result["intervals"]
+            for start, end in item["intervals"]
+        ],
+        fields=["a", "b", "start", "end"],
+    )
+    (folder / "table.txt").write_text(format_table(result) + "\n")
+
+
+def plot(result: dict[str, Any], folder: Path, title: str = "") -> list[str]:
+    """curves.png (Figure 3 middle) and differences.png (Figure 4); returns the names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta = result["meta"]
+    curves = pd.DataFrame(result["curves"])
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for level, rows in curves.groupby("level", sort=False):
+        (line,) = axis.plot(rows["time"], rows["fit"], label=level, linewidth=1.4)
+        axis.fill_between(rows["time"], rows["lower"], rows["upper"], color=line.get_color(), alpha=0.15)
+    axis.set_xlabel(meta["time"])
+    axis.set_ylabel("predicted value")
+    axis.set_title(
+        title or f"GAMM curves ({meta['backend']}), random smooths excluded, {meta['ci']:g}·SE bands",
+        fontsize=9,
+    )
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(folder / "curves.png", dpi=120)
+    plt.close(figure)
+    names = ["curves.png"]
+    differences = pd.DataFrame(result["differences"])
+    if len(differences):
+        groups = list(differences.groupby(["a", "b"], sort=False))
+        columns = min(4, len(groups))
+        rows_n = math.ceil(len(groups) / columns)
+        figure, axes = plt.subplots(rows_n, columns, figsize=(3.2 * columns, 2.4 * rows_n), squeeze=False)
+        for axis, ((a, b), rows) in zip(axes.flat, groups, strict=False):
+            axis.plot(rows["time"], rows["diff"], color="black", linewidth=1.2)
+            axis.fill_between(rows["time"], rows["lower"], rows["upper"], color="grey", alpha=0.3)
+            axis.axhline(0, color="black", linewidth=0.6, linestyle=":")
+            for item in result["intervals"]:
+                if item["a"] == a and item["b"] == b:
+                    for start, end in item["intervals"]:
+                        axis.axvspan(start, end, color="red", alpha=0.15)
+            axis.set_title(f"{a} − {b}", fontsize=9)
+        for axis in list(axes.flat)[len(groups) :]:
+            axis.axis("off")
+        figure.suptitle("difference curves; red: band excludes 0", fontsize=9)
+        figure.tight_layout()
+        figure.savefig(folder / "differences.png", dpi=120)
+        plt.close(figure)
+        names.append("differences.png")
+    return names

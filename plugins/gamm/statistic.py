@@ -1,0 +1,175 @@
+"""``gamm``: the statistic that fits Beguš & Zhou's GAMM to a probe's tidy table, one
+fit per layer, with the backend the spec names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import Field
+
+from framework import Contribution, StageContext, StageError, Statistic, hookimpl, write_json
+
+from .backends import able, backend_named
+from .model import GammParams, assemble, prepare
+from .output import markdown_tables, plot, save
+
+
+class GammStatisticParams(GammParams):
+    table: Literal["feature_maps", "intervals"] = Field(
+        "feature_maps", description="which probe table: the averaged series, or the phone intervals"
+    )
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise StageError(f"{path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+    raise StageError(f"{path}: a table must be .csv, .tsv or .parquet")
+
+
+class Gamm(Statistic):
+    def __init__(self, params: GammStatisticParams):
+        self.params = params
+
+    def run(self, ctx: StageContext) -> None:
+        probes = ctx.upstream("probe")
+        found = []
+        for probe in probes:
+            for suffix in (".parquet", ".csv"):
+                candidate = probe.workdir / f"{self.params.table}{suffix}"
+                if candidate.is_file():
+                    found.append(candidate)
+                    break
+        if not found:
+            raise StageError(
+                f"no probe stage wrote a {self.params.table} table "
+                f"(probes: {', '.join(p.stage for p in probes) or 'none'})"
+            )
+        if len(found) > 1:
+            ctx.log.info("gamm: %d probe tables; fitting the first, %s", len(found), found[0])
+        self.fit_table(found[0], ctx)
+
+    def fit_table(self, table: Path, ctx: StageContext) -> None:
+        frame = read_table(Path(table))
+        params = self.params
+        if params.layer_column in frame.columns:
+            layers = params.layers or list(dict.fromkeys(frame[params.layer_column].astype(str)))
+            unknown = sorted(set(layers) - set(frame[params.layer_column].astype(str)))
+            if unknown:
+                raise StageError(f"layers {unknown} are not in the table's {params.layer_column} column")
+        elif params.layers:
+            raise StageError(f"layers were given, but the table has no {params.layer_column!r} column")
+        else:
+            layers = [None]
+        backend = backend_named(params.backend)
+        missing = backend.available()
+        if missing:
+            raise StageError(f"the {params.backend} backend cannot run here: {missing}")
+        random, rho, approximations = self._plan(backend)
+        sections = [
+            f"GAMM ({params.backend}) on {Path(table).name}: "
+            f"{params.response} ~ {params.factor} + smooths of {params.time}"
+        ]
+        summary: dict[str, Any] = {"backend": params.backend, "layers": {}}
+        for layer in ctx.progress(layers, total=len(layers), description="GAMM fits"):
+            rows = frame if layer is None else frame[frame[params.layer_column].astype(str) == layer]
+            prepared = prepare(rows, params)
+            ctx.log.info(
+                "gamm %s: %d rows, %d tokens, %d levels",
+                layer or "",
+                len(prepared.data),
+                prepared.data["token"].nunique(),
+                len(prepared.levels),
+            )
+            fit = backend.fit(prepared, params, rho, random, ctx.log)
+            result = assemble(
+                fit,
+                prepared,
+                params,
+                {**backend.capabilities(), "random_smooth_used": random},
+                approximations,
+                layer,
+            )
+            folder = ctx.workdir if layer is None else ctx.workdir / _safe(layer)
+            save(result, folder)
+            figures = plot(result, folder, f"{layer or ''} {params.backend}".strip())
+            summary["layers"][layer or "all"] = {
+                "rho": result["meta"]["rho"],
+                "n_tokens": result["meta"]["n_tokens"],
+                "significant": {f"{i['a']}-{i['b']}": i["intervals"] for i in result["intervals"]},
+            }
+            prefix = "" if layer is None else f"{_safe(layer)}/"
+            sections.append(self._section(result, layer, prefix, figures))
+        write_json(ctx.workdir / "summary.json", summary, sort_keys=False)
+        ctx.write_report("\n\n".join(sections))
+
+    def _plan(self, backend) -> tuple[bool, float | str, list[str]]:
+        """What to fit, given what the backend can do and what the spec accepts."""
+        params = self.params
+        random, rho, approximations = params.random_smooths, params.rho, []
+        for wanted, feature, what in (
+            (random, "random_smooth", "random smooths"),
+            (rho != 0, "ar1", "an AR1 correction"),
+        ):
+            if wanted and not getattr(backend, feature):
+                if not params.accept_approximation:
+                    raise StageError(
+                        f"the {backend.name} backend cannot fit {what}; use backend "
+                        f"{' or '.join(able(feature))}, or set accept_approximation: true to fit "
+                        f"without {what} (the result is then flagged)"
+                    )
+                approximations.append(f"fitted without {what}: {backend.name} cannot fit them")
+                if feature == "random_smooth":
+                    random = False
+                else:
+                    rho = 0
+        if backend.fixed_only:
+            approximations.append(
+                "the fixed part only: bands and p-values ignore the correlation "
+                "within tokens and are anti-conservative"
+            )
+        return random, rho, approximations
+
+    def _section(self, result: dict[str, Any], layer: str | None, prefix: str, figures: list[str]) -> str:
+        meta = result["meta"]
+        lines = [
+            f"### {layer or 'table'}" if layer else "### fit",
+            f"`{meta['formula']}`; {meta['backend']} ({meta['version']}), {meta['method']}; "
+            f"AR1 rho = {meta['rho']:.3f} ({meta['rho_source']}); {meta['n_obs']} rows, "
+            f"{meta['n_tokens']} tokens; {meta['fit_seconds']:.1f} s.",
+        ]
+        for note in meta["notes"] + meta["approximations"]:
+            lines.append(f"- **note:** {note}")
+        lines.append("")
+        lines.append(markdown_tables(result))
+        significant = [
+            f"{i['a']} − {i['b']}: " + (", ".join(f"{s:g}–{e:g}" for s, e in i["intervals"]) or "none")
+            for i in result["intervals"]
+        ]
+        if significant:
+            lines.append("\nWhere the difference band excludes 0: " + "; ".join(significant) + ".")
+        for name in figures:
+            lines.append(f"\n![{name}]({prefix}{name})")
+        return "\n".join(lines)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+@hookimpl
+def wavelens_statistics():
+    return [
+        Contribution(
+            "gamm",
+            GammStatisticParams,
+            "GAMM of probe curves (Beguš & Zhou): word terms, smooths, difference "
+            "smooths, random smooths, AR1; backends mgcv, mssm, pygam, statsmodels",
+            Gamm,
+        )
+    ]

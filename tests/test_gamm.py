@@ -1,0 +1,199 @@
+"""The GAMM statistic: data checks, the shared result schema, and the backends
+against each other and against the truth of simulated data (tests/gamm_data.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from gamm_data import simulate
+
+from framework import StageError
+from plugins.gamm.backends import MgcvBackend, MssmBackend, backend_named
+from plugins.gamm.model import GammParams, prepare, significant_intervals
+from plugins.gamm.statistic import Gamm, GammStatisticParams
+
+LOG = logging.getLogger("test-gamm")
+# One ρ for every AR1 backend, as the comparison needs (docs/gamm.md).
+SETTINGS = {"reference": "ask", "rho": 0.6, "response": "value", "factor": "word", "time": "sample",
+            "token": "token"}
+
+
+def _skip_unless(backend) -> None:
+    reason = backend.available()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    return simulate(200, seed=0)
+
+
+def _fit(backend, table):
+    params = GammParams(backend=backend.name, **SETTINGS)
+    prepared = prepare(table, params)
+    return prepared, backend.fit(prepared, params, params.rho, True, LOG)
+
+
+@pytest.fixture(scope="module")
+def mssm_fit(simulated):
+    backend = MssmBackend()
+    _skip_unless(backend)
+    return _fit(backend, simulated[0])
+
+
+@pytest.fixture(scope="module")
+def mgcv_fit(simulated):
+    backend = MgcvBackend()
+    _skip_unless(backend)
+    return _fit(backend, simulated[0])
+
+
+# -- the data -------------------------------------------------------------------------
+
+
+def _table():
+    return pd.DataFrame({"token": ["a1"] * 3 + ["b1"] * 3, "word": ["a"] * 3 + ["b"] * 3,
+                         "sample": [1, 2, 3] * 2, "value": np.arange(6.0)})
+
+
+def test_missing_columns_are_named_with_what_the_table_has():
+    with pytest.raises(StageError, match=r"no column 'value'.*it has token, word, sample, y"):
+        prepare(_table().rename(columns={"value": "y"}), GammParams())
+
+
+def test_a_single_level_is_an_error():
+    with pytest.raises(StageError, match="1 level"):
+        prepare(_table().assign(word="a"), GammParams())
+
+
+def test_nan_values_are_an_error_that_names_rows():
+    table = _table()
+    table.loc[4, "value"] = np.nan
+    with pytest.raises(StageError, match="1 rows have a missing or non-finite value .first rows: 4"):
+        prepare(table, GammParams())
+
+
+def test_single_sample_tokens_are_dropped_and_unsorted_tables_sorted_with_notes():
+    lone = pd.DataFrame({"token": ["c1"], "word": ["b"], "sample": [1], "value": [0.0]})
+    table = pd.concat([_table(), lone])
+    prepared = prepare(table.iloc[::-1], GammParams())
+    assert prepared.data["token"].tolist() == ["a1"] * 3 + ["b1"] * 3
+    assert prepared.data["time"].tolist() == [1.0, 2.0, 3.0] * 2
+    assert prepared.data["start"].tolist() == [True, False, False] * 2
+    assert any("single sample" in note for note in prepared.notes)
+    assert any("not sorted" in note for note in prepared.notes)
+
+
+def test_a_token_in_two_levels_and_duplicate_times_are_errors():
+    with pytest.raises(StageError, match="more than one word"):
+        prepare(_table().assign(token="a1"), GammParams())
+    doubled = pd.concat([_table(), _table()])
+    with pytest.raises(StageError, match="two rows at the same sample"):
+        prepare(doubled, GammParams())
+
+
+def test_significant_points_merge_into_intervals():
+    time = np.arange(8.0)
+    flags = np.array([0, 1, 1, 0, 0, 1, 1, 1], dtype=bool)
+    assert significant_intervals(time, flags) == [[1.0, 2.0], [5.0, 7.0]]
+    assert significant_intervals(time, np.zeros(8, dtype=bool)) == []
+
+
+def test_unknown_backends_and_uncapable_backends_fail_with_the_alternatives():
+    with pytest.raises(StageError, match="no GAMM backend 'nope'; known: .*mgcv.*mssm"):
+        backend_named("nope")
+
+    class FixedOnly(MssmBackend):
+        name, random_smooth, ar1, fixed_only = "fixed", False, False, True
+
+    statistic = Gamm(GammStatisticParams())
+    with pytest.raises(StageError, match="cannot fit random smooths; use backend mgcv or mssm"):
+        statistic._plan(FixedOnly())
+    accepting = Gamm(GammStatisticParams(accept_approximation=True))
+    random, rho, flags = accepting._plan(FixedOnly())
+    assert (random, rho) == (False, 0)
+    assert len(flags) == 3 and "anti-conservative" in flags[-1]
+
+
+# -- fits -------------------------------------------------------------------------------
+
+
+def _coverage(prepared, fit, truth) -> float:
+    curves = fit.curves
+    inside = []
+    for word, rows in curves.groupby("level"):
+        true = truth[truth["word"] == word].set_index("sample")["value"]
+        at = np.interp(rows["time"], true.index.to_numpy(dtype=float), true.to_numpy())
+        inside += list((at >= rows["fit"] - 1.96 * rows["se"]) & (at <= rows["fit"] + 1.96 * rows["se"]))
+    return float(np.mean(inside))
+
+
+def test_mssm_bands_cover_the_true_word_curves(mssm_fit, simulated):
+    prepared, fit = mssm_fit
+    assert _coverage(prepared, fit, simulated[1]) >= 0.9
+
+
+def test_mgcv_bands_cover_the_true_word_curves(mgcv_fit, simulated):
+    prepared, fit = mgcv_fit
+    assert _coverage(prepared, fit, simulated[1]) >= 0.9
+
+
+def test_mgcv_and_mssm_agree_on_curves_estimates_and_differences(mgcv_fit, mssm_fit):
+    (_, mgcv), (_, mssm) = mgcv_fit, mssm_fit
+    rmse = np.sqrt(np.mean((mgcv.curves["fit"].to_numpy() - mssm.curves["fit"].to_numpy()) ** 2))
+    assert rmse <= 0.01
+    by_term = {r["term"]: r["estimate"] for r in mssm.parametric}
+    assert [r["term"] for r in mgcv.parametric] == list(by_term)
+    assert max(abs(r["estimate"] - by_term[r["term"]]) for r in mgcv.parametric) <= 0.02
+
+    def significant(fit):
+        d = fit.differences
+        return ((d["diff"] - 1.96 * d["se"] > 0) | (d["diff"] + 1.96 * d["se"] < 0)).to_numpy()
+
+    assert np.mean(significant(mgcv) == significant(mssm)) >= 0.9
+
+
+def test_mgcv_reports_ref_df_and_tests_the_random_smooth(mgcv_fit):
+    _, fit = mgcv_fit
+    rows = {r["term"]: r for r in fit.smooths}
+    assert list(rows) == ["s(sample)", *[f"s(sample):word={w}" for w in
+                                         ["carry", "dark", "greasy", "suit", "wash", "water", "year"]],
+                          "s(sample,token)"]
+    assert all(r["ref_df"] is not None and r["p"] is not None for r in rows.values())
+    random = rows["s(sample,token)"]
+    assert random["kind"] == "random" and random["p_method"] == "wood2013_re"
+    assert fit.rho == pytest.approx(0.6)
+
+
+def test_the_statistic_writes_the_schema_tables_and_figures(tmp_path):
+    backend = MssmBackend()
+    _skip_unless(backend)
+    table, _ = simulate(48, seed=1, words=["ask", "wash", "dark"])
+    table["layer"] = "conv5"
+    path = tmp_path / "feature_maps.csv"
+    table.to_csv(path, index=False)
+    from framework import StageContext, resolve_placement
+
+    ctx = StageContext(stage="statistics.0", workdir=tmp_path / "out", placement=resolve_placement("cpu"),
+                       seed=0, log=LOG, spec_dir=tmp_path)
+    ctx.workdir.mkdir()
+    Gamm(GammStatisticParams(backend="mssm", reference="ask", rho="estimate")).fit_table(path, ctx)
+    folder = ctx.workdir / "conv5"
+    result = json.loads((folder / "result.json").read_text())
+    assert set(result) == {"meta", "parametric", "smooths", "fit_stats", "curves", "differences", "intervals"}
+    meta = result["meta"]
+    assert meta["rho_source"].startswith("estimated") and meta["rho"] == meta["rho_estimated"]
+    assert meta["levels"] == ["ask", "dark", "wash"] and meta["capabilities"]["ar1"]
+    assert [i["a"] for i in result["intervals"]] == ["dark", "wash"]
+    assert len(result["curves"]["fit"]) == 3 * 100
+    for name in ("parametric.csv", "smooths.csv", "curves.csv", "differences.csv", "intervals.csv",
+                 "table.txt", "curves.png", "differences.png"):
+        assert (folder / name).is_file(), name
+    text = (folder / "table.txt").read_text()
+    assert "A. parametric coefficients" in text and "word=wash" in text and "s(sample,token)" in text
+    assert "![curves.png](conv5/curves.png)" in (ctx.workdir / "report.md").read_text()
