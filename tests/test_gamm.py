@@ -12,14 +12,20 @@ import pytest
 from gamm_data import simulate
 
 from framework import StageError
-from plugins.gamm.backends import MgcvBackend, MssmBackend, backend_named
+from plugins.gamm.backends import MgcvBackend, MssmBackend, PygamBackend, StatsmodelsBackend, backend_named
 from plugins.gamm.model import GammParams, prepare, significant_intervals
 from plugins.gamm.statistic import Gamm, GammStatisticParams
 
 LOG = logging.getLogger("test-gamm")
 # One ρ for every AR1 backend, as the comparison needs (docs/gamm.md).
-SETTINGS = {"reference": "ask", "rho": 0.6, "response": "value", "factor": "word", "time": "sample",
-            "token": "token"}
+SETTINGS = {
+    "reference": "ask",
+    "rho": 0.6,
+    "response": "value",
+    "factor": "word",
+    "time": "sample",
+    "token": "token",
+}
 
 
 def _skip_unless(backend) -> None:
@@ -57,8 +63,14 @@ def mgcv_fit(simulated):
 
 
 def _table():
-    return pd.DataFrame({"token": ["a1"] * 3 + ["b1"] * 3, "word": ["a"] * 3 + ["b"] * 3,
-                         "sample": [1, 2, 3] * 2, "value": np.arange(6.0)})
+    return pd.DataFrame(
+        {
+            "token": ["a1"] * 3 + ["b1"] * 3,
+            "word": ["a"] * 3 + ["b"] * 3,
+            "sample": [1, 2, 3] * 2,
+            "value": np.arange(6.0),
+        }
+    )
 
 
 def test_missing_columns_are_named_with_what_the_table_has():
@@ -107,15 +119,14 @@ def test_significant_points_merge_into_intervals():
 def test_unknown_backends_and_uncapable_backends_fail_with_the_alternatives():
     with pytest.raises(StageError, match="no GAMM backend 'nope'; known: .*mgcv.*mssm"):
         backend_named("nope")
-
-    class FixedOnly(MssmBackend):
-        name, random_smooth, ar1, fixed_only = "fixed", False, False, True
-
-    statistic = Gamm(GammStatisticParams())
-    with pytest.raises(StageError, match="cannot fit random smooths; use backend mgcv or mssm"):
-        statistic._plan(FixedOnly())
-    accepting = Gamm(GammStatisticParams(accept_approximation=True))
-    random, rho, flags = accepting._plan(FixedOnly())
+    statistic = Gamm(GammStatisticParams(backend="pygam"))
+    with pytest.raises(StageError, match="pygam backend cannot fit random smooths; use backend mgcv or mssm"):
+        statistic._plan(PygamBackend())
+    statistic = Gamm(GammStatisticParams(backend="statsmodels", random_smooths=False))
+    with pytest.raises(StageError, match="cannot fit an AR1 correction; use backend mgcv or mssm"):
+        statistic._plan(StatsmodelsBackend())
+    accepting = Gamm(GammStatisticParams(backend="pygam", accept_approximation=True))
+    random, rho, flags = accepting._plan(PygamBackend())
     assert (random, rho) == (False, 0)
     assert len(flags) == 3 and "anti-conservative" in flags[-1]
 
@@ -158,12 +169,28 @@ def test_mgcv_and_mssm_agree_on_curves_estimates_and_differences(mgcv_fit, mssm_
     assert np.mean(significant(mgcv) == significant(mssm)) >= 0.9
 
 
+@pytest.mark.parametrize("backend", [PygamBackend(), StatsmodelsBackend()], ids=lambda b: b.name)
+def test_fixed_part_backends_give_mgcvs_curves_with_narrower_bands(backend, mgcv_fit, simulated):
+    _skip_unless(backend)
+    params = GammParams(backend=backend.name, **{**SETTINGS, "rho": 0})
+    prepared = prepare(simulated[0], params)
+    fit = backend.fit(prepared, params, 0, False, LOG)
+    reference = mgcv_fit[1].curves
+    assert np.sqrt(np.mean((fit.curves["fit"].to_numpy() - reference["fit"].to_numpy()) ** 2)) <= 0.02
+    by_term = {r["term"]: r["estimate"] for r in fit.parametric}
+    assert max(abs(r["estimate"] - by_term[r["term"]]) for r in mgcv_fit[1].parametric) <= 0.02
+    # Without random smooths and AR1 the bands ignore the token correlation: too narrow.
+    assert np.median(fit.curves["se"].to_numpy() / reference["se"].to_numpy()) < 0.9
+
+
 def test_mgcv_reports_ref_df_and_tests_the_random_smooth(mgcv_fit):
     _, fit = mgcv_fit
     rows = {r["term"]: r for r in fit.smooths}
-    assert list(rows) == ["s(sample)", *[f"s(sample):word={w}" for w in
-                                         ["carry", "dark", "greasy", "suit", "wash", "water", "year"]],
-                          "s(sample,token)"]
+    assert list(rows) == [
+        "s(sample)",
+        *[f"s(sample):word={w}" for w in ["carry", "dark", "greasy", "suit", "wash", "water", "year"]],
+        "s(sample,token)",
+    ]
     assert all(r["ref_df"] is not None and r["p"] is not None for r in rows.values())
     random = rows["s(sample,token)"]
     assert random["kind"] == "random" and random["p_method"] == "wood2013_re"
@@ -179,8 +206,14 @@ def test_the_statistic_writes_the_schema_tables_and_figures(tmp_path):
     table.to_csv(path, index=False)
     from framework import StageContext, resolve_placement
 
-    ctx = StageContext(stage="statistics.0", workdir=tmp_path / "out", placement=resolve_placement("cpu"),
-                       seed=0, log=LOG, spec_dir=tmp_path)
+    ctx = StageContext(
+        stage="statistics.0",
+        workdir=tmp_path / "out",
+        placement=resolve_placement("cpu"),
+        seed=0,
+        log=LOG,
+        spec_dir=tmp_path,
+    )
     ctx.workdir.mkdir()
     Gamm(GammStatisticParams(backend="mssm", reference="ask", rho="estimate")).fit_table(path, ctx)
     folder = ctx.workdir / "conv5"
@@ -191,9 +224,96 @@ def test_the_statistic_writes_the_schema_tables_and_figures(tmp_path):
     assert meta["levels"] == ["ask", "dark", "wash"] and meta["capabilities"]["ar1"]
     assert [i["a"] for i in result["intervals"]] == ["dark", "wash"]
     assert len(result["curves"]["fit"]) == 3 * 100
-    for name in ("parametric.csv", "smooths.csv", "curves.csv", "differences.csv", "intervals.csv",
-                 "table.txt", "curves.png", "differences.png"):
+    for name in (
+        "parametric.csv",
+        "smooths.csv",
+        "curves.csv",
+        "differences.csv",
+        "intervals.csv",
+        "table.txt",
+        "curves.png",
+        "differences.png",
+    ):
         assert (folder / name).is_file(), name
     text = (folder / "table.txt").read_text()
     assert "A. parametric coefficients" in text and "word=wash" in text and "s(sample,token)" in text
     assert "![curves.png](conv5/curves.png)" in (ctx.workdir / "report.md").read_text()
+
+
+# -- in a run, and on the command line ---------------------------------------------------
+
+
+def test_a_run_fits_the_probe_table_of_each_requested_layer(tmp_path):
+    _skip_unless(MssmBackend())
+    from test_timit import make_tree
+
+    from framework import Run, load_spec_text
+
+    root = make_tree(tmp_path / "timit", speakers=10)
+    resolved = load_spec_text(
+        "spec_version: 1\nname: gamm-run\nseed: 1\ndevice: cpu\n"
+        f"data: {{plugin: timit_words, params: {{root: {root}, words: [ask, wash]}}}}\n"
+        "model: {plugin: ciwgan, params: {n_codes: 2, dim: 2}}\n"
+        "probe: [{plugin: feature_map_average, params: {layers: ['q_network.act5'], split: train, "
+        "figures_per_word: 0}}]\n"
+        "statistics: [{plugin: gamm, params: {backend: mssm, reference: ask, rho: 0.3, "
+        "random_smooths: false, k: 6}}]\n",
+        spec_dir=tmp_path,
+    )
+    directory = Run(resolved, runs_dir=tmp_path / "runs").execute()
+    stage = directory / "stages" / "statistics.0"
+    result = json.loads((stage / "q_network.act5" / "result.json").read_text())
+    assert result["meta"]["layer"] == "q_network.act5" and result["meta"]["levels"] == ["ask", "wash"]
+    assert [r["term"] for r in result["parametric"]] == ["(Intercept)", "word=wash"]
+    assert all(np.isfinite(r["estimate"]) for r in result["parametric"])
+    report = (directory / "report.md").read_text()
+    assert "A. parametric coefficients" in report and "q_network.act5/curves.png" in report
+
+
+def test_stats_fit_command_and_run_refusing_statistics_without_probes(tmp_path, capsys):
+    _skip_unless(MssmBackend())
+    from framework.cli import main
+
+    table, _ = simulate(24, seed=2, words=["ask", "wash"])
+    table.to_csv(tmp_path / "table.csv", index=False)
+    spec = tmp_path / "gamm.yaml"
+    spec.write_text(
+        "spec_version: 1\nname: table\nstatistics:\n"
+        "  - {plugin: gamm, params: {backend: mssm, rho: 0.5, random_smooths: false}}\n"
+    )
+    assert (
+        main(
+            ["stats", "fit", str(tmp_path / "table.csv"), "--spec", str(spec), "--out", str(tmp_path / "out")]
+        )
+        == 0
+    )
+    assert (tmp_path / "out" / "statistics.0" / "table.txt").is_file()
+    assert main(["run", str(spec), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "wavelens stats fit TABLE --spec SPEC" in capsys.readouterr().err.replace("\n", " ")
+
+
+@pytest.mark.parametrize(
+    "backend", [MssmBackend(), PygamBackend(), StatsmodelsBackend()], ids=lambda b: b.name
+)
+def test_per_level_coding_names_one_smooth_per_level_and_gives_the_same_curves(backend):
+    # The two codings parametrise the same curves (up to how each smooth is penalised).
+    _skip_unless(backend)
+    table, _ = simulate(60, seed=3, words=["ask", "dark", "wash"])
+    fits = {}
+    for coding in ("difference", "per_level"):
+        params = GammParams(
+            backend=backend.name,
+            reference="ask",
+            rho=0,
+            random_smooths=False,
+            coding=coding,
+            pairs=[("wash", "dark")],
+        )
+        fits[coding] = backend.fit(prepare(table, params), params, 0, False, LOG)
+    terms = [r["term"] for r in fits["per_level"].smooths]
+    assert terms == ["s(sample):word=ask", "s(sample):word=dark", "s(sample):word=wash"]
+    assert {r["kind"] for r in fits["per_level"].smooths} == {"per_level"}
+    a, b = fits["difference"].curves["fit"].to_numpy(), fits["per_level"].curves["fit"].to_numpy()
+    assert np.sqrt(np.mean((a - b) ** 2)) < 0.02
+    pairs = fits["per_level"].differences[["a", "b"]].drop_duplicates().to_numpy().tolist()
+    assert pairs == [["wash", "dark"]]

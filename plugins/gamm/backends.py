@@ -306,8 +306,11 @@ class MssmBackend(GammBackend):
         model, terms, caught = self._fit_once(prepared, params, random, rho)
         fit_seconds = time.perf_counter() - started
         coef = np.asarray(model.coef).ravel()
-        lvi = model.lvi.toarray() if hasattr(model.lvi, "toarray") else np.asarray(model.lvi)
-        vp = (lvi.T @ lvi) * model.scale
+        # Vp = scale · L⁻ᵀL⁻¹, needed only for the fixed coefficients (they come first; the
+        # random smooth's thousands are last): a small block of a large sparse product.
+        n_fixed = len(coef) - (model.formulas[0].coef_per_term[-1] if random else 0)
+        lvi = model.lvi[:, :n_fixed]
+        vp = np.asarray((lvi.T @ lvi).toarray() if hasattr(lvi, "toarray") else lvi.T @ lvi) * model.scale
         n = len(prepared.data)
         residual_df = n - float(model.edf)
         n_parametric = len(prepared.levels)
@@ -350,7 +353,7 @@ class MssmBackend(GammBackend):
                 }
             )
         fixed_terms = list(range(len(terms) - (1 if random else 0)))
-        curves, differences = self._curves(model, vp, fixed_terms, prepared, params)
+        curves, differences = self._curves(model, vp, n_fixed, fixed_terms, prepared, params)
         resid = np.asarray(model.get_resid()).ravel()
         whitened = np.asarray(model.get_resid(type="ar1")).ravel() if rho != 0 else resid
         y = prepared.data["y"].to_numpy()
@@ -380,7 +383,7 @@ class MssmBackend(GammBackend):
         )
 
     @staticmethod
-    def _design(model, fixed_terms, prepared: Prepared, level: str, grid: np.ndarray) -> np.ndarray:
+    def _design(model, n_fixed, fixed_terms, prepared: Prepared, level: str, grid: np.ndarray) -> np.ndarray:
         frame = pd.DataFrame(
             {
                 "level": [level] * len(grid),
@@ -390,12 +393,15 @@ class MssmBackend(GammBackend):
         )
         frame = _with_indicators(frame, prepared).astype({"level": object, "token": object})
         _, matrix, _ = model.predict(fixed_terms, frame)
+        matrix = matrix[:, :n_fixed]
         return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
 
-    def _curves(self, model, vp, fixed_terms, prepared: Prepared, params: GammParams):
+    def _curves(self, model, vp, n_fixed, fixed_terms, prepared: Prepared, params: GammParams):
         grid = prepared.grid(params.grid_points)
-        coef = np.asarray(model.coef).ravel()
-        designs = {lv: self._design(model, fixed_terms, prepared, lv, grid) for lv in prepared.levels}
+        coef = np.asarray(model.coef).ravel()[:n_fixed]
+        designs = {
+            lv: self._design(model, n_fixed, fixed_terms, prepared, lv, grid) for lv in prepared.levels
+        }
         curves = pd.concat(
             [
                 pd.DataFrame(
@@ -477,3 +483,317 @@ def backend_named(name: str) -> GammBackend:
 def able(feature: str) -> list[str]:
     """The built-in backends that can fit ``feature`` (``random_smooth`` or ``ar1``)."""
     return [name for name, cls in BACKENDS.items() if getattr(cls, feature)]
+
+
+# -- the fixed part only: pygam and statsmodels ------------------------------------------
+
+
+def _fixed_terms(prepared: Prepared, params: GammParams) -> list[tuple[str, str, str | None]]:
+    """(term, kind, level the smooth is multiplied by or None) in model order."""
+    names = _smooth_names(prepared, params)
+    if params.coding == "difference":
+        return [(names[0][0], names[0][1], None)] + [
+            (term, kind, level) for (term, kind), level in zip(names[1:], prepared.levels[1:], strict=True)
+        ]
+    return [(term, kind, level) for (term, kind), level in zip(names, prepared.levels, strict=True)]
+
+
+def _curves_from(design, coef: np.ndarray, cov: np.ndarray, prepared: Prepared, params: GammParams):
+    """Curves and differences from ``design(level, grid)`` → rows of the fixed design."""
+    grid = prepared.grid(params.grid_points)
+    designs = {level: design(level, grid) for level in prepared.levels}
+
+    def se(x: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, cov, x), 0))
+
+    curves = pd.concat(
+        [
+            pd.DataFrame({"level": lv, "time": grid, "fit": x @ coef, "se": se(x)})
+            for lv, x in designs.items()
+        ],
+        ignore_index=True,
+    )
+    rows = [
+        pd.DataFrame(
+            {
+                "a": a,
+                "b": b,
+                "time": grid,
+                "diff": (designs[a] - designs[b]) @ coef,
+                "se": se(designs[a] - designs[b]),
+            }
+        )
+        for a, b in prepared.pairs(params.pairs)
+    ]
+    differences = (
+        pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["a", "b", "time", "diff", "se"])
+    )
+    return curves, differences
+
+
+class PygamBackend(GammBackend):
+    """pyGAM's LinearGAM: the fixed part only (no random smooths, no AR1).
+
+    By-smooths are smooths multiplied by 0/1 level indicators (pyGAM's ``by`` takes
+    a numeric column). pyGAM's smooths are not centred, so its coefficients do not
+    split into mgcv's parametric terms; the parametric rows are therefore the same
+    estimands computed from the fit: the reference level's mean fitted value over its
+    samples (the intercept) and each level's difference from it, which is what mgcv's
+    coefficients are when its smooths are centred. One smoothing parameter shared by
+    all smooths, chosen by GCV over a grid. Its bands and p-values ignore the
+    correlation within tokens and are too narrow (pyGAM's own summary warns that its
+    p-values are too small).
+    """
+
+    name = "pygam"
+    random_smooth = False
+    ar1 = False
+    smooth_test = "naive"
+    fixed_only = True
+
+    def available(self) -> str | None:
+        try:
+            importlib.metadata.version("pygam")
+        except importlib.metadata.PackageNotFoundError:
+            return "pygam is not installed: pip install pygam"
+        return None
+
+    def fit(
+        self, prepared: Prepared, params: GammParams, rho: float | str, random: bool, log: Any
+    ) -> BackendFit:
+        import warnings
+
+        from pygam import LinearGAM, s
+
+        data = _with_indicators(prepared.data, prepared)
+        terms = _fixed_terms(prepared, params)
+        columns = ["time"] + [f"level_is_{level}" for level in prepared.levels]
+        for level in prepared.levels:
+            data[f"level_is_{level}"] = (data["level"] == level).astype(float)
+        spec = None
+        for _, _, level in terms:
+            term = (
+                s(0, n_splines=params.k)
+                if level is None
+                else s(0, n_splines=params.k, by=columns.index(f"level_is_{level}"))
+            )
+            spec = term if spec is None else spec + term
+        x = data[columns].to_numpy()
+        y = data["y"].to_numpy()
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gam = LinearGAM(spec).gridsearch(x, y, lam=np.logspace(-3, 4, 15), progress=False)
+        fit_seconds = time.perf_counter() - started
+        coef = np.asarray(gam.coef_)
+        cov = np.asarray(gam.statistics_["cov"])
+
+        def design(level: str, grid: np.ndarray) -> np.ndarray:
+            frame = np.zeros((len(grid), len(columns)))
+            frame[:, 0] = grid
+            frame[:, columns.index(f"level_is_{level}")] = 1.0
+            return np.asarray(gam._modelmat(frame).todense())
+
+        curves, differences = _curves_from(design, coef, cov, prepared, params)
+        residual_df = len(y) - float(gam.statistics_["edof"])
+        parametric = self._parametric(gam, data, columns, prepared, coef, cov, residual_df)
+        edof = np.asarray(gam.statistics_["edof_per_coef"])
+        p_values = gam.statistics_["p_values"]
+        smooths = []
+        for index, (term, kind, _) in enumerate(terms):
+            mask = gam.terms.get_coef_indices(index)
+            smooths.append(
+                {
+                    "term": term,
+                    "kind": kind,
+                    "edf": float(edof[mask].sum()),
+                    "ref_df": None,
+                    "stat": None,
+                    "stat_type": None,
+                    "p": float(p_values[index]),
+                    "p_method": "pygam (too small: ignores within-token correlation; pyGAM #163)",
+                }
+            )
+        resid = y - gam.predict(x)
+        fit_stats = {
+            "scale": float(gam.statistics_["scale"]),
+            "r_sq": float(gam.statistics_["pseudo_r2"]["explained_deviance"]),
+            "dev_expl": float(gam.statistics_["pseudo_r2"]["explained_deviance"]),
+            "reml": None,
+            "n_coef": len(coef),
+            "residual_df": residual_df,
+            "acf1_raw": acf1(resid),
+            "acf1_whitened": None,
+            "gcv": float(gam.statistics_["GCV"]),
+            "lam": float(np.ravel(gam.lam)[0]),
+        }
+        return BackendFit(
+            parametric=parametric,
+            smooths=smooths,
+            fit_stats=fit_stats,
+            curves=curves,
+            differences=differences,
+            version=importlib.metadata.version("pygam"),
+            method="penalised least squares, one shared lambda by GCV",
+            rho=0.0,
+            fit_seconds=fit_seconds,
+            warnings=sorted({str(w.message) for w in caught}),
+        )
+
+    @staticmethod
+    def _parametric(gam, data, columns, prepared, coef, cov, residual_df) -> list[dict[str, Any]]:
+        means = {}
+        for level in prepared.levels:
+            rows = data.loc[data["level"] == level, columns].to_numpy()
+            means[level] = np.asarray(gam._modelmat(rows).mean(axis=0)).ravel()
+        contrasts = [means[prepared.reference]] + [
+            means[lv] - means[prepared.reference] for lv in prepared.levels[1:]
+        ]
+        matrix = np.vstack(contrasts)
+        estimate = matrix @ coef
+        se = np.sqrt(np.einsum("ij,jk,ik->i", matrix, cov, matrix))
+        return _t_rows(prepared, _parametric_names(prepared), estimate, se, residual_df)
+
+
+class StatsmodelsBackend(GammBackend):
+    """statsmodels' GLMGam (Gaussian): the fixed part only. Treatment-coded level
+    terms, centred cubic B-splines of time (``UnivariateBSplines``, constraints
+    'center'), by-smooths as the basis times 0/1 level indicators, second-derivative
+    penalties; one penalty weight, scaled by the share of rows each smooth sees,
+    chosen by GCV over a grid.
+    Smooth tests are full-rank Wald tests. No random smooths, no AR1: its bands are
+    too narrow when tokens are correlated."""
+
+    name = "statsmodels"
+    random_smooth = False
+    ar1 = False
+    smooth_test = "wald_fullrank"
+    fixed_only = True
+
+    def available(self) -> str | None:
+        try:
+            importlib.metadata.version("statsmodels")
+        except importlib.metadata.PackageNotFoundError:
+            return "statsmodels is not installed: pip install statsmodels"
+        return None
+
+    def fit(
+        self, prepared: Prepared, params: GammParams, rho: float | str, random: bool, log: Any
+    ) -> BackendFit:
+        import warnings
+
+        from statsmodels.gam.api import GLMGam
+        from statsmodels.gam.smooth_basis import (
+            GenericSmoothers,
+            UnivariateBSplines,
+            UnivariateGenericSmoother,
+        )
+
+        data = _with_indicators(prepared.data, prepared)
+        time_values = data["time"].to_numpy()
+        base = UnivariateBSplines(time_values, df=params.k, degree=3, constraints="center", variable_name="t")
+        terms = _fixed_terms(prepared, params)
+
+        def indicator(level: str | None, frame: pd.DataFrame) -> np.ndarray:
+            return np.ones(len(frame)) if level is None else (frame["level"] == level).to_numpy(float)
+
+        smoothers = []
+        for index, (_, _, level) in enumerate(terms):
+            weight = indicator(level, data)[:, None]
+            smoothers.append(
+                UnivariateGenericSmoother(
+                    time_values,
+                    base.basis * weight,
+                    base.der_basis * weight,
+                    base.der2_basis * weight,
+                    base.cov_der2,
+                    variable_name=f"s{index}",
+                )
+            )
+        smoother = GenericSmoothers(np.column_stack([time_values] * len(terms)), smoothers)
+        exog = np.column_stack(
+            [np.ones(len(data))] + [data[f"is_{i}"].to_numpy() for i in range(1, len(prepared.levels))]
+        )
+        y = data["y"].to_numpy()
+        started = time.perf_counter()
+        best = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # One weight for all smooths, scaled by the share of rows each smooth sees
+            # (a by-smooth sees one level's rows), so that all are smoothed alike.
+            shares = [float(indicator(level, data).mean()) for _, _, level in terms]
+            for alpha in np.logspace(-4, 4, 33):
+                weights = [alpha * share for share in shares]
+                result = GLMGam(y, exog=exog, smoother=smoother, alpha=weights).fit()
+                if best is None or result.gcv < best[1].gcv:
+                    best = (alpha, result)
+        fit_seconds = time.perf_counter() - started
+        alpha, result = best
+        coef = np.asarray(result.params)
+        cov = np.asarray(result.cov_params())
+        n_parametric = exog.shape[1]
+
+        def design(level: str, grid: np.ndarray) -> np.ndarray:
+            frame = pd.DataFrame({"level": [level] * len(grid)})
+            basis = base.transform(grid)
+            parametric = np.column_stack(
+                [np.ones(len(grid))] + [(frame["level"] == lv).to_numpy(float) for lv in prepared.levels[1:]]
+            )
+            return np.column_stack(
+                [parametric] + [basis * indicator(lv, frame)[:, None] for _, _, lv in terms]
+            )
+
+        curves, differences = _curves_from(design, coef, cov, prepared, params)
+        edf = np.asarray(result.edf)
+        residual_df = len(y) - float(edf.sum())
+        parametric = _t_rows(
+            prepared,
+            _parametric_names(prepared),
+            coef[:n_parametric],
+            np.sqrt(np.diag(cov)[:n_parametric]),
+            residual_df,
+        )
+        smooths = []
+        for index, (term, kind, _) in enumerate(terms):
+            test = result.test_significance(index)
+            statistic = float(np.squeeze(test.statistic))
+            smooths.append(
+                {
+                    "term": term,
+                    "kind": kind,
+                    "edf": float(edf[smoother.mask[index].nonzero()[0] + n_parametric].sum()),
+                    "ref_df": None,
+                    "stat": statistic,
+                    "stat_type": "chi2",
+                    "p": float(test.pvalue),
+                    "p_method": "Wald, full rank (statsmodels)",
+                }
+            )
+        resid = y - result.fittedvalues
+        fit_stats = {
+            "scale": float(result.scale),
+            "r_sq": 1 - np.var(resid) / np.var(y),
+            "dev_expl": 1 - np.sum(resid**2) / np.sum((y - y.mean()) ** 2),
+            "reml": None,
+            "n_coef": len(coef),
+            "residual_df": residual_df,
+            "acf1_raw": acf1(resid),
+            "acf1_whitened": None,
+            "gcv": float(result.gcv),
+            "alpha": float(alpha),
+        }
+        return BackendFit(
+            parametric=parametric,
+            smooths=smooths,
+            fit_stats=fit_stats,
+            curves=curves,
+            differences=differences,
+            version=importlib.metadata.version("statsmodels"),
+            method="GLMGam (Gaussian), one shared penalty weight by GCV",
+            rho=0.0,
+            fit_seconds=fit_seconds,
+            warnings=sorted({str(w.message) for w in caught}),
+        )
+
+
+BACKENDS.update({"pygam": PygamBackend, "statsmodels": StatsmodelsBackend})

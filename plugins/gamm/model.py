@@ -233,8 +233,10 @@ def assemble(
     capabilities: dict[str, Any],
     approximations: list[str],
     layer: str | None,
+    rho_requested: float | str,
 ) -> dict[str, Any]:
-    """The result schema (see docs/gamm.md): JSON-ready."""
+    """The result schema (see docs/gamm.md): JSON-ready. ``rho_requested`` is what
+    the backend was asked for (a number, 0 for none, or ``"estimate"``)."""
     curves = fit.curves.copy()
     curves["lower"] = curves["fit"] - params.ci * curves["se"]
     curves["upper"] = curves["fit"] + params.ci * curves["se"]
@@ -274,9 +276,9 @@ def assemble(
         "levels": prepared.levels,
         "method": fit.method,
         "rho": fit.rho,
-        "rho_source": "none"
-        if fit.rho == 0 and params.rho == 0
-        else ("estimated: lag-1 ACF of a fit without AR1" if params.rho == "estimate" else "given"),
+        "rho_source": "estimated: lag-1 ACF of a fit without AR1"
+        if rho_requested == "estimate"
+        else ("none (no AR1 correction)" if rho_requested == 0 else "given"),
         "rho_estimated": fit.rho_estimated,
         "n_obs": int(len(data)),
         "n_tokens": int(data["token"].nunique()),

@@ -80,8 +80,8 @@ class Gamm(Statistic):
             rows = frame if layer is None else frame[frame[params.layer_column].astype(str) == layer]
             prepared = prepare(rows, params)
             ctx.log.info(
-                "gamm %s: %d rows, %d tokens, %d levels",
-                layer or "",
+                "gamm%s: %d rows, %d tokens, %d levels",
+                f" {layer}" if layer else "",
                 len(prepared.data),
                 prepared.data["token"].nunique(),
                 len(prepared.levels),
@@ -94,6 +94,7 @@ class Gamm(Statistic):
                 {**backend.capabilities(), "random_smooth_used": random},
                 approximations,
                 layer,
+                rho,
             )
             folder = ctx.workdir if layer is None else ctx.workdir / _safe(layer)
             save(result, folder)
