@@ -317,3 +317,27 @@ def test_per_level_coding_names_one_smooth_per_level_and_gives_the_same_curves(b
     assert np.sqrt(np.mean((a - b) ** 2)) < 0.02
     pairs = fits["per_level"].differences[["a", "b"]].drop_duplicates().to_numpy().tolist()
     assert pairs == [["wash", "dark"]]
+
+
+def test_a_package_adds_a_backend_through_an_entry_point(tmp_path, monkeypatch):
+    import sys
+
+    site = tmp_path / "site"
+    (site / "ep_gamm_backend-1.0.dist-info").mkdir(parents=True)
+    (site / "ep_gamm_backend.py").write_text(
+        "from plugins.gamm.backends import PygamBackend\n\nclass Mine(PygamBackend):\n    name = 'mine'\n"
+    )
+    (site / "ep_gamm_backend-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: ep_gamm_backend\nVersion: 1.0\n"
+    )
+    (site / "ep_gamm_backend-1.0.dist-info" / "entry_points.txt").write_text(
+        "[wavelens.gamm_backends]\nmine = ep_gamm_backend:Mine\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        backend = backend_named("mine")
+        assert backend.name == "mine" and backend.capabilities()["fixed_only"]
+        with pytest.raises(StageError, match="known: mgcv, mine, mssm, pygam, statsmodels"):
+            backend_named("other")
+    finally:
+        sys.modules.pop("ep_gamm_backend", None)

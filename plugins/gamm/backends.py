@@ -142,7 +142,6 @@ class MgcvBackend(GammBackend):
                 "rho": 0 if rho == "estimate" else rho,
                 "grid": "\t".join(repr(float(g)) for g in grid),
                 "pairs": "\t".join(f"{a};{b}" for a, b in pairs),
-                "ci": params.ci,
                 "re_test": "true" if params.random_test else "false",
                 "threads": params.threads,
             }

@@ -6,7 +6,7 @@
 # start), out (a folder), levels (tab-separated, the reference first), coding
 # (difference | per_level), k, random (true | false), random_k, rho_mode (none | fixed |
 # estimate), rho, grid (the time values for curves, tab-separated), pairs (a;b pairs,
-# tab-separated), ci (the band's multiplier), re_test (true | false), threads.
+# tab-separated), re_test (true | false), threads. Bands are formed from the se in Python.
 #
 # The model is Beguš & Zhou's:
 #   y ~ level + s(time) + s(time, by = level) + s(time, token, bs = "fs", m = 1)
