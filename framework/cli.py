@@ -272,6 +272,63 @@ def _cmd_stats_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import csv
+
+    from .console import progress
+    from .evaluation import evaluate_folders, metric_columns, summarize, summary_markdown
+    from .io import write_json, write_text
+
+    registry = _registry(args)
+    metrics = {}
+    for name in [n.strip() for n in args.metrics.split(",") if n.strip()]:
+        contribution = registry.get("metric", name)
+        params = {"sample_rate": args.rate} if "sample_rate" in contribution.params.model_fields else {}
+        if name == "composite" and args.convention:
+            params["convention"] = args.convention
+        metrics[name] = contribution.contribution.build(contribution.params(**params))
+    rows, notes = evaluate_folders(args.reference, args.estimate, metrics, rate=args.rate,
+                                   workers=args.workers, progress=progress)
+    if args.by:
+        groups = _read_groups(args.meta, args.by) if args.meta else {}
+        for row in rows:
+            row[args.by] = groups.get(row["file"], groups.get(Path(row["file"]).stem, ""))
+    out = Path(args.out or f"{Path(args.estimate)}-scores")
+    out.mkdir(parents=True, exist_ok=True)
+    group = [args.by] if args.by else []
+    fields = ["file", "status", "reason", *group, "seconds", *metric_columns(rows, args.by), "notes"]
+    with (out / "scores.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarize(rows, by=args.by)
+    table = summary_markdown(summary, by=args.by)
+    errors = [r for r in rows if r["status"] != "ok"]
+    write_json(out / "summary.json", {"summary": summary, "notes": notes,
+                                      "errors": [{"file": r["file"], "reason": r["reason"]} for r in errors]},
+               sort_keys=False)
+    scored = len(rows) - len(errors)
+    text = [f"Scored {scored} of {len(rows)} paired files ({', '.join(metrics)}).", "", table]
+    text += [f"- {note}" for note in notes] + [f"- error: {r['file']}: {r['reason']}" for r in errors]
+    write_text(out / "summary.md", "\n".join(text) + "\n")
+    console.print("\n".join(text), soft_wrap=True, highlight=False, markup=False)
+    console.print(f"per-file scores: {escape(str(out / 'scores.csv'))}", soft_wrap=True, highlight=False)
+    return 0
+
+
+def _read_groups(path: Path, column: str) -> dict[str, str]:
+    """file name → the ``column`` value, from a CSV/TSV with a ``file`` column."""
+    import csv
+
+    text = Path(path).read_text()
+    dialect = "excel-tab" if "\t" in text.splitlines()[0] else "excel"
+    rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
+    if not rows or "file" not in rows[0] or column not in rows[0]:
+        raise WavelensError(f"{path} needs the columns 'file' and {column!r}; it has "
+                            f"{', '.join(rows[0]) if rows else 'no rows'}")
+    return {row["file"]: row[column] for row in rows}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavelens", description="Interpret and enhance speech CNNs with plugins."
@@ -351,6 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a spec value")
     fit.add_argument("--out", type=Path, default=None, help="output folder (default TABLE-stats beside it)")
     fit.set_defaults(func=_cmd_stats_fit)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score estimate audio against reference audio, file by file (PESQ, STOI, ...)")
+    evaluate.add_argument("--reference", required=True, type=Path, help="folder of reference (clean) files")
+    evaluate.add_argument("--estimate", required=True, type=Path, help="folder of estimates, same file names")
+    evaluate.add_argument("--metrics", default="composite,stoi,si_sdr",
+                          help="metric plugins, comma-separated (default composite,stoi,si_sdr)")
+    evaluate.add_argument("--convention", choices=["voicebank", "loizou"], default=None,
+                          help="composite measures' convention (default voicebank)")
+    evaluate.add_argument("--rate", type=int, default=16000, help="rate to score at (default 16000)")
+    evaluate.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    evaluate.add_argument("--by", default=None, help="group the summary by this column of --meta (Table II)")
+    evaluate.add_argument("--meta", type=Path, default=None, help="CSV/TSV with a 'file' column and --by")
+    evaluate.add_argument("--out", type=Path, default=None, help="output folder (default ESTIMATE-scores)")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     report = commands.add_parser("report", help="rebuild a run's report from its artefacts")
     report.add_argument("run_dir", type=Path)

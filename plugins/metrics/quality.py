@@ -1,0 +1,294 @@
+"""Speech-quality measures as functions of one (reference, estimate) pair of 1-D float
+arrays: PESQ, STOI/ESTOI, SI-SDR, and Hu & Loizou's (2008) composite measures CSIG,
+CBAK, COVL with their parts LLR, WSS and segSNR.
+
+The composite measures share one framing: 30 ms Hann-like frames
+(w(n) = 0.5(1 − cos(2πn/(L+1))), n = 1..L), hop L/4, floor((N − L)/hop) frames.
+Every per-frame measure is computed for all frames at once (NumPy), not in a Python
+loop over frames.
+
+Two conventions (``convention=``; see docs/metrics.md):
+
+``voicebank`` (the default)
+    The one behind the published VoiceBank+DEMAND tables: the Python port of
+    ``compute_metrics.m`` used by CMGAN and MP-SENet, on float input in [−1, 1].
+    Wideband PESQ (P.862.2 MOS-LQO) in the regressions; eps added only when the
+    lengths differ; and its WSS quirk: each frame is divided by 32768 as if the input
+    were int16, which puts band energies ~90 dB lower, where the 1e-10 floor acts.
+``loizou``
+    Loizou's original ``composite.m``: raw P.862 PESQ (recovered from the narrowband
+    MOS-LQO by inverting the P.862.1 mapping), eps always added, no /32768.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+Convention = Literal["voicebank", "loizou"]
+EPS = np.spacing(1)
+TRIM = 0.95  # LLR and WSS average the lowest 95 % of frames
+
+# Critical bands of the WSS measure (centre frequencies and bandwidths, Hz).
+CENTRES = np.array(
+    [
+        50.0,
+        120.0,
+        190.0,
+        260.0,
+        330.0,
+        400.0,
+        470.0,
+        540.0,
+        617.372,
+        703.378,
+        798.717,
+        904.128,
+        1020.38,
+        1148.30,
+        1288.72,
+        1442.54,
+        1610.70,
+        1794.16,
+        1993.93,
+        2211.08,
+        2446.71,
+        2701.97,
+        2978.04,
+        3276.17,
+        3597.63,
+    ]
+)
+BANDWIDTHS = np.array(
+    [
+        70.0,
+        70.0,
+        70.0,
+        70.0,
+        70.0,
+        70.0,
+        70.0,
+        77.3724,
+        86.0056,
+        95.3398,
+        105.411,
+        116.256,
+        127.914,
+        140.423,
+        153.823,
+        168.154,
+        183.457,
+        199.776,
+        217.153,
+        235.631,
+        255.255,
+        276.072,
+        298.126,
+        321.465,
+        346.136,
+    ]
+)
+
+
+def framing(rate: int) -> tuple[int, int]:
+    """(frame length, hop) of the composite measures: 30 ms and a quarter of it."""
+    length = int(round(0.03 * rate))
+    return length, length // 4
+
+
+def frames(signal: np.ndarray, rate: int) -> np.ndarray:
+    """(F, L) windowed frames, F = floor((N − L) / hop)."""
+    length, hop = framing(rate)
+    count = int(len(signal) / hop - length / hop)
+    if count < 1:
+        raise ValueError(f"{len(signal)} samples are too short for one {length}-sample frame")
+    window = 0.5 * (1 - np.cos(2 * np.pi * np.arange(1, length + 1) / (length + 1)))
+    return sliding_window_view(signal, length)[: count * hop : hop][:count] * window
+
+
+def segsnr_frames(clean: np.ndarray, estimate: np.ndarray, rate: int) -> np.ndarray:
+    """Per-frame segmental SNR in dB, clipped to [−10, 35]."""
+    c, e = frames(clean, rate), frames(estimate, rate)
+    signal_energy = np.sum(c * c, axis=1)
+    noise_energy = np.sum((c - e) ** 2, axis=1)
+    return np.clip(10 * np.log10(signal_energy / (noise_energy + EPS) + EPS), -10, 35)
+
+
+def _autocorrelation(x: np.ndarray, order: int) -> np.ndarray:
+    length = x.shape[1]
+    return np.stack([np.sum(x[:, : length - k] * x[:, k:], axis=1) for k in range(order + 1)], axis=1)
+
+
+def _levinson(r: np.ndarray) -> np.ndarray:
+    """LPC polynomials [1, −a₁ … −a_p] of each row of autocorrelations, by
+    Levinson–Durbin (all frames at once)."""
+    frames_n, order = r.shape[0], r.shape[1] - 1
+    a = np.zeros((frames_n, order))
+    error = r[:, 0].copy()
+    for i in range(order):
+        k = (r[:, i + 1] - np.sum(a[:, :i] * r[:, i:0:-1], axis=1)) / error
+        previous = a[:, :i].copy()
+        a[:, i] = k
+        a[:, :i] = previous - k[:, None] * previous[:, ::-1]
+        error = (1 - k * k) * error
+    return np.concatenate([np.ones((frames_n, 1)), -a], axis=1)
+
+
+def _toeplitz_form(poly: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """poly · Toeplitz(r) · polyᵀ for each row."""
+    order = r.shape[1] - 1
+    total = r[:, 0] * np.sum(poly * poly, axis=1)
+    for lag in range(1, order + 1):
+        total += 2 * r[:, lag] * np.sum(poly[:, :-lag] * poly[:, lag:], axis=1)
+    return total
+
+
+def llr_frames(clean: np.ndarray, estimate: np.ndarray, rate: int) -> np.ndarray:
+    """Per-frame log-likelihood ratio of the estimate's LPC model against the clean
+    one (order 16 at ≥ 10 kHz, else 10), both under the clean frame's autocorrelation."""
+    order = 16 if rate >= 10000 else 10
+    c, e = frames(clean, rate), frames(estimate, rate)
+    r_clean, r_estimate = _autocorrelation(c, order), _autocorrelation(e, order)
+    a_clean, a_estimate = _levinson(r_clean), _levinson(r_estimate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(_toeplitz_form(a_estimate, r_clean) / _toeplitz_form(a_clean, r_clean))
+
+
+def _critical_filters(rate: int, n_half: int) -> np.ndarray:
+    max_freq = rate / 2
+    floor = math.exp(-30.0 / (2.0 * 2.303))  # the filters' −30 dB point
+    bins = np.arange(n_half)
+    f0 = np.floor(CENTRES / max_freq * n_half)
+    bw = BANDWIDTHS / max_freq * n_half
+    norm = np.log(BANDWIDTHS[0]) - np.log(BANDWIDTHS)
+    filters = np.exp(-11 * ((bins[None, :] - f0[:, None]) / bw[:, None]) ** 2 + norm[:, None])
+    return np.where(filters > floor, filters, 0.0)
+
+
+def _nearest_peaks(energy: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """For each band i < 24: climbing (slope > 0), the energy where the rise ends;
+    otherwise the energy after the last rise to its left — exactly as the
+    compute_metrics port indexes it."""
+    bands = slope.shape[1]  # 24
+    rows = np.arange(slope.shape[0])
+    next_fall = np.empty_like(slope, dtype=int)  # first j ≥ i with slope ≤ 0, else 24
+    following = np.full(slope.shape[0], bands)
+    for i in range(bands - 1, -1, -1):
+        following = np.where(slope[:, i] <= 0, i, following)
+        next_fall[:, i] = following
+    last_rise = np.empty_like(slope, dtype=int)  # last j ≤ i with slope > 0, else −1
+    preceding = np.full(slope.shape[0], -1)
+    for i in range(bands):
+        preceding = np.where(slope[:, i] > 0, i, preceding)
+        last_rise[:, i] = preceding
+    right = energy[rows[:, None], next_fall - 1]
+    left = energy[rows[:, None], last_rise + 1]
+    return np.where(slope > 0, right, left)
+
+
+def wss_frames(clean: np.ndarray, estimate: np.ndarray, rate: int, int16_scaling: bool = True) -> np.ndarray:
+    """Per-frame weighted spectral slope distance (Klatt 1982), normalised by the
+    sum of weights. ``int16_scaling`` divides the signals by 32768 first (the
+    voicebank convention's quirk)."""
+    if int16_scaling:
+        clean, estimate = clean / 32768, estimate / 32768
+    length, _ = framing(rate)
+    n_fft = int(2 ** math.ceil(math.log2(2 * length)))
+    n_half = n_fft // 2
+    filters = _critical_filters(rate, n_half)
+    k_max, k_loc_max = 20.0, 1.0
+    energies = []
+    for signal in (clean, estimate):
+        spectrum = np.abs(np.fft.rfft(frames(signal, rate), n_fft)[:, :n_half]) ** 2
+        energies.append(10 * np.log10(np.maximum(spectrum @ filters.T, 1e-10)))
+    weights, slopes = [], []
+    for energy in energies:
+        slope = energy[:, 1:] - energy[:, :-1]
+        peaks = _nearest_peaks(energy, slope)
+        below = energy[:, :-1]
+        w_max = k_max / (k_max + energy.max(axis=1, keepdims=True) - below)
+        w_loc = k_loc_max / (k_loc_max + peaks - below)
+        weights.append(w_max * w_loc)
+        slopes.append(slope)
+    w = (weights[0] + weights[1]) / 2
+    return np.sum(w * (slopes[0] - slopes[1]) ** 2, axis=1) / np.sum(w, axis=1)
+
+
+def trimmed_mean(values: np.ndarray, fraction: float = TRIM) -> float:
+    """The mean of the lowest ``fraction`` of values (round(n·fraction) of them)."""
+    ordered = np.sort(values)
+    return float(np.mean(ordered[: round(len(ordered) * fraction)]))
+
+
+def pesq_score(clean: np.ndarray, estimate: np.ndarray, rate: int, mode: Literal["wb", "nb"] = "wb") -> float:
+    """PESQ MOS-LQO from the ``pesq`` package (P.862.2 wideband or P.862.1 narrowband)."""
+    from pesq import pesq
+
+    return float(pesq(rate, clean, estimate, mode))
+
+
+def raw_pesq_from_nb(mos_lqo: float) -> float:
+    """Invert the P.862.1 mapping: raw P.862 PESQ from a narrowband MOS-LQO."""
+    return (4.6607 - math.log(4.0 / (mos_lqo - 0.999) - 1.0)) / 1.4945
+
+
+def composite(
+    clean: np.ndarray,
+    estimate: np.ndarray,
+    rate: int,
+    convention: Convention = "voicebank",
+    pesq_value: float | None = None,
+) -> dict[str, float]:
+    """CSIG, CBAK, COVL (each clipped to [1, 5]) with the PESQ, LLR, WSS and segSNR
+    they are built from, in one of the two conventions."""
+    clean, estimate = np.asarray(clean, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
+    if convention == "voicebank":
+        if len(clean) != len(estimate):
+            length = min(len(clean), len(estimate))
+            clean, estimate = clean[:length] + EPS, estimate[:length] + EPS
+        pesq_for_regression = (
+            pesq_value if pesq_value is not None else pesq_score(clean, estimate, rate, "wb")
+        )
+        pesq_reported = pesq_for_regression
+        int16 = True
+    elif convention == "loizou":
+        length = min(len(clean), len(estimate))
+        clean, estimate = clean[:length] + EPS, estimate[:length] + EPS
+        pesq_reported = pesq_value if pesq_value is not None else pesq_score(clean, estimate, rate, "nb")
+        pesq_for_regression = raw_pesq_from_nb(pesq_reported)
+        int16 = False
+    else:
+        raise ValueError(f"convention must be 'voicebank' or 'loizou', not {convention!r}")
+    llr = trimmed_mean(llr_frames(clean, estimate, rate))
+    wss = trimmed_mean(wss_frames(clean, estimate, rate, int16_scaling=int16))
+    segsnr = float(np.mean(segsnr_frames(clean, estimate, rate)))
+    p = pesq_for_regression
+    return {
+        "csig": float(np.clip(3.093 - 1.029 * llr + 0.603 * p - 0.009 * wss, 1, 5)),
+        "cbak": float(np.clip(1.634 + 0.478 * p - 0.007 * wss + 0.063 * segsnr, 1, 5)),
+        "covl": float(np.clip(1.594 + 0.805 * p - 0.512 * llr - 0.007 * wss, 1, 5)),
+        "pesq": pesq_reported,
+        "llr": llr,
+        "wss": wss,
+        "segsnr": segsnr,
+    }
+
+
+def stoi_score(clean: np.ndarray, estimate: np.ndarray, rate: int, extended: bool = False) -> float:
+    """STOI (or ESTOI with ``extended``) from ``pystoi``."""
+    from pystoi import stoi
+
+    return float(stoi(clean, estimate, rate, extended=extended))
+
+
+def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), both signals mean-removed."""
+    reference = np.asarray(reference, dtype=np.float64) - np.mean(reference)
+    estimate = np.asarray(estimate, dtype=np.float64) - np.mean(estimate)
+    scale = np.dot(estimate, reference) / (np.dot(reference, reference) + EPS)
+    target = scale * reference
+    noise = estimate - target
+    return float(10 * np.log10((np.dot(target, target) + EPS) / (np.dot(noise, noise) + EPS)))

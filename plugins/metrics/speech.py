@@ -1,0 +1,200 @@
+"""Metric plugins for enhanced speech and VAD, with one interface modelled on
+torchmetrics (``update`` per batch, ``compute`` at the end, ``reset``; states that
+merge across processes; ``higher_is_better``).
+
+Speech metrics take ``update(estimates, references)``: sequences of 1-D signals (or a
+2-D tensor), at the metric's ``sample_rate``. Each pair's value is kept, and
+``compute`` returns the mean (a dict of means for ``composite``). The functional
+forms are in :mod:`plugins.metrics.quality`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from framework import Contribution, Metric, Params, StageError, hookimpl, resample
+
+from . import quality
+
+
+class SpeechParams(Params):
+    sample_rate: int = Field(16000, ge=1000, description="the rate of the signals given to update")
+
+
+class PesqParams(SpeechParams):
+    mode: Literal["wb", "nb"] = Field("wb", description="wideband (P.862.2) or narrowband (P.862.1) MOS-LQO")
+    other_rates: Literal["resample", "refuse"] = Field(
+        "resample",
+        description="PESQ is defined at 8 and 16 kHz: resample other rates (with a warning) or refuse",
+    )
+
+
+class StoiParams(SpeechParams):
+    extended: bool = Field(False, description="ESTOI (Jensen & Taal 2016) instead of STOI")
+
+
+class CompositeParams(PesqParams):
+    convention: quality.Convention = Field(
+        "voicebank", description="voicebank: the published VoiceBank+DEMAND tables; loizou: composite.m"
+    )
+
+
+class VadParams(Params):
+    threshold: float = Field(0.5, ge=0, le=1, description="probability at which a frame counts as speech")
+
+
+def _signals(batch: Any) -> list[np.ndarray]:
+    if isinstance(batch, torch.Tensor):
+        batch = batch.detach().cpu().double()
+        if batch.ndim == 1:
+            batch = batch[None]
+        return [row.reshape(-1).numpy() for row in batch]
+    if isinstance(batch, np.ndarray) and batch.ndim == 1:
+        return [batch.astype(np.float64)]
+    return [np.asarray(item, dtype=np.float64).reshape(-1) for item in batch]
+
+
+class PairMetric(Metric):
+    """A mean over (estimate, reference) pairs of a per-pair score."""
+
+    higher_is_better = True
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, params: SpeechParams):
+        super().__init__()
+        self.params = params
+        self.add_state("values", [], reduce="cat")
+
+    def score(self, estimate: np.ndarray, reference: np.ndarray) -> float | dict[str, float]:
+        raise NotImplementedError
+
+    def update(self, preds: Sequence | torch.Tensor, target: Sequence | torch.Tensor) -> None:
+        estimates, references = _signals(preds), _signals(target)
+        if len(estimates) != len(references):
+            raise StageError(
+                f"{type(self).__name__}: {len(estimates)} estimates for {len(references)} references"
+            )
+        for estimate, reference in zip(estimates, references, strict=True):
+            length = min(len(estimate), len(reference))
+            self.values.append(self.score(estimate[:length], reference[:length]))
+
+    def compute(self) -> float | dict[str, float]:
+        if not self.values:
+            raise StageError(f"{type(self).__name__}: no pairs were scored")
+        if isinstance(self.values[0], dict):
+            return {key: float(np.mean([v[key] for v in self.values])) for key in self.values[0]}
+        return float(np.mean(self.values))
+
+
+def _pesq_rate(params: PesqParams, signals: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
+    rate = params.sample_rate
+    if rate in (8000, 16000):
+        return rate, signals
+    if params.other_rates == "refuse":
+        raise StageError(f"PESQ is defined at 8 and 16 kHz, not {rate} Hz (other_rates: refuse)")
+    target = 8000 if params.mode == "nb" and rate < 16000 else 16000
+    warnings.warn(f"PESQ: resampling {rate} Hz to {target} Hz", stacklevel=3)
+    return target, [resample(s, rate, target).astype(np.float64) for s in signals]
+
+
+class Pesq(PairMetric):
+    def score(self, estimate, reference):
+        rate, (estimate, reference) = _pesq_rate(self.params, [estimate, reference])
+        return quality.pesq_score(reference, estimate, rate, self.params.mode)
+
+
+class Stoi(PairMetric):
+    def score(self, estimate, reference):
+        return quality.stoi_score(reference, estimate, self.params.sample_rate, extended=self.params.extended)
+
+
+class Composite(PairMetric):
+    """CSIG, CBAK, COVL with the PESQ, segSNR, LLR and WSS they are built from."""
+
+    def score(self, estimate, reference):
+        rate, (estimate, reference) = _pesq_rate(self.params, [estimate, reference])
+        return quality.composite(reference, estimate, rate, self.params.convention)
+
+
+class SiSdr(PairMetric):
+    def score(self, estimate, reference):
+        return quality.si_sdr(reference, estimate)
+
+
+class Vad(Metric):
+    """Frame-level VAD: accuracy, precision, recall and F1 at ``threshold``, and the
+    ROC AUC, over all frames. ``update(probabilities, labels)``; frames labelled −1
+    (padding) are ignored."""
+
+    higher_is_better = True
+
+    def __init__(self, params: VadParams | None = None):
+        super().__init__()
+        self.params = params or VadParams()
+        self.add_state("probabilities", [], reduce="cat")
+        self.add_state("labels", [], reduce="cat")
+
+    def update(self, preds: Any, target: Any) -> None:
+        p = torch.as_tensor(preds).detach().cpu().double().reshape(-1)
+        y = torch.as_tensor(target).detach().cpu().reshape(-1)
+        if p.shape != y.shape:
+            raise StageError(f"vad: {p.numel()} probabilities for {y.numel()} labels")
+        keep = y >= 0
+        self.probabilities.append(p[keep].numpy())
+        self.labels.append(y[keep].numpy().astype(bool))
+
+    def compute(self) -> dict[str, float]:
+        if not self.labels:
+            raise StageError("vad: no frames were scored")
+        p, y = np.concatenate(self.probabilities), np.concatenate(self.labels)
+        predicted = p >= self.params.threshold
+        tp, fp = np.sum(predicted & y), np.sum(predicted & ~y)
+        fn = np.sum(~predicted & y)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {
+            "accuracy": float(np.mean(predicted == y)),
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "roc_auc": roc_auc(p, y),
+        }
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The area under the ROC curve: the probability that a random speech frame
+    scores higher than a random non-speech frame (ties count half)."""
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    average = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(average, counts)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+@hookimpl
+def wavelens_metrics():
+    return [
+        Contribution("pesq", PesqParams, "PESQ (pesq package): wideband P.862.2 or narrowband MOS-LQO", Pesq),
+        Contribution("stoi", StoiParams, "STOI or ESTOI (pystoi)", Stoi),
+        Contribution(
+            "composite",
+            CompositeParams,
+            "CSIG, CBAK, COVL (Hu & Loizou 2008) with PESQ, segSNR, LLR, WSS",
+            Composite,
+        ),
+        Contribution("si_sdr", SpeechParams, "scale-invariant SDR (dB)", SiSdr),
+        Contribution("vad", VadParams, "frame-level VAD accuracy, precision, recall, F1, ROC AUC", Vad),
+    ]
