@@ -26,8 +26,16 @@ MIN_SECONDS = 0.25  # PESQ needs at least a quarter second; shorter pairs are re
 
 # The column order of the papers' tables; other metrics follow.
 TABLE_ORDER = ["pesq", "csig", "cbak", "covl", "segsnr", "stoi", "estoi", "si_sdr"]
-TABLE_NAMES = {"pesq": "PESQ", "csig": "CSIG", "cbak": "CBAK", "covl": "COVL", "segsnr": "SSNR",
-               "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR"}
+TABLE_NAMES = {
+    "pesq": "PESQ",
+    "csig": "CSIG",
+    "cbak": "CBAK",
+    "covl": "COVL",
+    "segsnr": "SSNR",
+    "stoi": "STOI",
+    "estoi": "ESTOI",
+    "si_sdr": "SI-SDR",
+}
 
 
 def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
@@ -39,8 +47,11 @@ def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, P
             raise WavelensError(f"{folder} is not a folder")
 
     def audio(folder: Path) -> dict[str, Path]:
-        return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-                if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES}
+        return {
+            p.relative_to(folder).as_posix(): p
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+        }
 
     references, estimates = audio(reference), audio(estimate)
     by_stem = {str(Path(name).with_suffix("")): path for name, path in estimates.items()}
@@ -53,13 +64,17 @@ def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, P
             pairs.append((name, path, match))
     notes = []
     if missing:
-        notes.append(f"{len(missing)} reference file(s) have no estimate: {', '.join(missing[:5])}"
-                     f"{' …' if len(missing) > 5 else ''}")
+        notes.append(
+            f"{len(missing)} reference file(s) have no estimate: {', '.join(missing[:5])}"
+            f"{' …' if len(missing) > 5 else ''}"
+        )
     used = {p[2] for p in pairs}
     extra = [name for name, path in estimates.items() if path not in used]
     if extra:
-        notes.append(f"{len(extra)} estimate file(s) have no reference: {', '.join(extra[:5])}"
-                     f"{' …' if len(extra) > 5 else ''}")
+        notes.append(
+            f"{len(extra)} estimate file(s) have no reference: {', '.join(extra[:5])}"
+            f"{' …' if len(extra) > 5 else ''}"
+        )
     if not pairs:
         raise WavelensError(f"no file of {reference} has an estimate of the same name in {estimate}")
     return pairs, notes
@@ -71,8 +86,9 @@ def _values(name: str, value: Any) -> dict[str, float]:
     return {name: float(value)}
 
 
-def score_pair(metrics: Mapping[str, Metric], name: str, reference: Path, estimate: Path,
-               rate: int) -> dict[str, Any]:
+def score_pair(
+    metrics: Mapping[str, Metric], name: str, reference: Path, estimate: Path, rate: int
+) -> dict[str, Any]:
     """One file's row: ``file, status, reason, seconds, notes`` and the metric values."""
     row: dict[str, Any] = {"file": name, "status": "ok", "reason": "", "seconds": math.nan, "notes": ""}
     notes = []
@@ -82,8 +98,11 @@ def score_pair(metrics: Mapping[str, Metric], name: str, reference: Path, estima
     except AudioError as error:
         return {**row, "status": "error", "reason": str(error)}
     if ref_rate != est_rate:
-        return {**row, "status": "error",
-                "reason": f"sample rates differ: reference {ref_rate} Hz, estimate {est_rate} Hz"}
+        return {
+            **row,
+            "status": "error",
+            "reason": f"sample rates differ: reference {ref_rate} Hz, estimate {est_rate} Hz",
+        }
     if ref_rate != rate:
         ref, est = resample(ref, ref_rate, rate), resample(est, est_rate, rate)
         notes.append(f"resampled from {ref_rate} Hz")
@@ -125,8 +144,12 @@ def _score_in_worker(job: tuple[str, Path, Path, int]) -> dict[str, Any]:
 
 
 def evaluate_folders(
-    reference: Path, estimate: Path, metrics: Mapping[str, Metric], rate: int = 16000,
-    workers: int | None = None, progress: Callable[..., Iterable] | None = None,
+    reference: Path,
+    estimate: Path,
+    metrics: Mapping[str, Metric],
+    rate: int = 16000,
+    workers: int | None = None,
+    progress: Callable[..., Iterable] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows (one per paired file, in name order) and notes on unpaired files."""
     pairs, notes = pair_files(Path(reference), Path(estimate))
@@ -136,9 +159,16 @@ def evaluate_folders(
     if workers == 1:
         rows = [score_pair(metrics, *job) for job in wrap(jobs, total=len(jobs), description="scoring")]
         return rows, notes
+    # forkserver, not fork: a forked copy of a process that has run torch's OpenMP
+    # pool can hang. Preloading the metrics' modules into the server makes each
+    # worker a fork of an already-imported process instead of a fresh import of torch.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(dict(metrics),)) as pool:
+    context.set_forkserver_preload(
+        sorted({"framework.evaluation", *(type(m).__module__ for m in metrics.values())})
+    )
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(dict(metrics),)
+    ) as pool:
         results = pool.map(_score_in_worker, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
         rows = list(wrap(results, total=len(jobs), description="scoring"))
     return rows, notes
@@ -149,8 +179,11 @@ def metric_columns(rows: list[dict[str, Any]], by: str | None = None) -> list[st
     fixed = {"file", "status", "reason", "seconds", "notes", by}
     found = list(dict.fromkeys(k for row in rows for k in row if k not in fixed))
     known = [k for k in TABLE_ORDER if k in found]
-    return known + [k for k in found if k not in known and k not in ("llr", "wss")] + \
-        [k for k in ("llr", "wss") if k in found]
+    return (
+        known
+        + [k for k in found if k not in known and k not in ("llr", "wss")]
+        + [k for k in ("llr", "wss") if k in found]
+    )
 
 
 def summarize(rows: list[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
@@ -180,8 +213,10 @@ def summary_markdown(summary: list[dict[str, Any]], by: str | None = None) -> st
     header = [key] + [TABLE_NAMES.get(c, c) for c in columns] + ["files scored"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     for entry in summary:
-        values = ["–" if math.isnan(entry[c]) else f"{entry[c]:.3f}" if c in ("llr", "wss")
-                  else f"{entry[c]:.2f}" for c in columns]
+        values = [
+            "–" if math.isnan(entry[c]) else f"{entry[c]:.3f}" if c in ("llr", "wss") else f"{entry[c]:.2f}"
+            for c in columns
+        ]
         cells = [str(entry[key]), *values, f"{entry['scored']} of {entry['files']}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

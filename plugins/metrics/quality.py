@@ -118,8 +118,11 @@ def segsnr_frames(clean: np.ndarray, estimate: np.ndarray, rate: int) -> np.ndar
 
 
 def _autocorrelation(x: np.ndarray, order: int) -> np.ndarray:
-    length = x.shape[1]
-    return np.stack([np.sum(x[:, : length - k] * x[:, k:], axis=1) for k in range(order + 1)], axis=1)
+    """Lags 0..order of each row, through one real FFT per frame (zero-padded so the
+    circular correlation equals the linear one at these lags)."""
+    n_fft = 1 << int(math.ceil(math.log2(x.shape[1] + order)))
+    power = np.abs(np.fft.rfft(x, n_fft)) ** 2
+    return np.fft.irfft(power, n_fft)[:, : order + 1]
 
 
 def _levinson(r: np.ndarray) -> np.ndarray:
