@@ -66,6 +66,15 @@ class GammBackend(ABC):
         whether to include the random smooths (False only for fixed-part backends)."""
 
 
+def _missing_package(name: str, install: str) -> str | None:
+    """None when ``name`` is installed, else how to install it."""
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{name} is not installed: {install}"
+    return None
+
+
 def _t_rows(
     prepared: Prepared, names: list[str], estimate: np.ndarray, se: np.ndarray, df: float
 ) -> list[dict[str, Any]]:
@@ -246,11 +255,7 @@ class MssmBackend(GammBackend):
     smooth_test = "wood2013"
 
     def available(self) -> str | None:
-        try:
-            importlib.metadata.version("mssm")
-        except importlib.metadata.PackageNotFoundError:
-            return "mssm is not installed: pip install 'wavelens[gamm]' (or pip install mssm)"
-        return None
+        return _missing_package("mssm", "pip install 'wavelens[gamm]' (or pip install mssm)")
 
     def _formula(self, data: pd.DataFrame, prepared: Prepared, params: GammParams, random: bool):
         _quiet_mssm_import()
@@ -352,7 +357,13 @@ class MssmBackend(GammBackend):
                 }
             )
         fixed_terms = list(range(len(terms) - (1 if random else 0)))
-        curves, differences = self._curves(model, vp, n_fixed, fixed_terms, prepared, params)
+        curves, differences = _curves_from(
+            lambda level, grid: self._design(model, n_fixed, fixed_terms, prepared, level, grid),
+            coef[:n_fixed],
+            vp,
+            prepared,
+            params,
+        )
         resid = np.asarray(model.get_resid()).ravel()
         whitened = np.asarray(model.get_resid(type="ar1")).ravel() if rho != 0 else resid
         y = prepared.data["y"].to_numpy()
@@ -394,47 +405,6 @@ class MssmBackend(GammBackend):
         _, matrix, _ = model.predict(fixed_terms, frame)
         matrix = matrix[:, :n_fixed]
         return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
-
-    def _curves(self, model, vp, n_fixed, fixed_terms, prepared: Prepared, params: GammParams):
-        grid = prepared.grid(params.grid_points)
-        coef = np.asarray(model.coef).ravel()[:n_fixed]
-        designs = {
-            lv: self._design(model, n_fixed, fixed_terms, prepared, lv, grid) for lv in prepared.levels
-        }
-        curves = pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "level": lv,
-                        "time": grid,
-                        "fit": x @ coef,
-                        "se": np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, vp, x), 0)),
-                    }
-                )
-                for lv, x in designs.items()
-            ],
-            ignore_index=True,
-        )
-        rows = []
-        for a, b in prepared.pairs(params.pairs):
-            x = designs[a] - designs[b]
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "a": a,
-                        "b": b,
-                        "time": grid,
-                        "diff": x @ coef,
-                        "se": np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, vp, x), 0)),
-                    }
-                )
-            )
-        differences = (
-            pd.concat(rows, ignore_index=True)
-            if rows
-            else pd.DataFrame(columns=["a", "b", "time", "diff", "se"])
-        )
-        return curves, differences
 
 
 def _quiet_mssm_import() -> None:
@@ -551,11 +521,7 @@ class PygamBackend(GammBackend):
     fixed_only = True
 
     def available(self) -> str | None:
-        try:
-            importlib.metadata.version("pygam")
-        except importlib.metadata.PackageNotFoundError:
-            return "pygam is not installed: pip install pygam"
-        return None
+        return _missing_package("pygam", "pip install pygam")
 
     def fit(
         self, prepared: Prepared, params: GammParams, rho: float | str, random: bool, log: Any
@@ -564,7 +530,7 @@ class PygamBackend(GammBackend):
 
         from pygam import LinearGAM, s
 
-        data = _with_indicators(prepared.data, prepared)
+        data = prepared.data.copy()
         terms = _fixed_terms(prepared, params)
         columns = ["time"] + [f"level_is_{level}" for level in prepared.levels]
         for level in prepared.levels:
@@ -670,11 +636,7 @@ class StatsmodelsBackend(GammBackend):
     fixed_only = True
 
     def available(self) -> str | None:
-        try:
-            importlib.metadata.version("statsmodels")
-        except importlib.metadata.PackageNotFoundError:
-            return "statsmodels is not installed: pip install statsmodels"
-        return None
+        return _missing_package("statsmodels", "pip install statsmodels")
 
     def fit(
         self, prepared: Prepared, params: GammParams, rho: float | str, random: bool, log: Any

@@ -106,7 +106,7 @@ def frames(signal: np.ndarray, rate: int) -> np.ndarray:
     if count < 1:
         raise ValueError(f"{len(signal)} samples are too short for one {length}-sample frame")
     window = 0.5 * (1 - np.cos(2 * np.pi * np.arange(1, length + 1) / (length + 1)))
-    return sliding_window_view(signal, length)[: count * hop : hop][:count] * window
+    return sliding_window_view(signal, length)[: count * hop : hop] * window
 
 
 def segsnr_frames(clean: np.ndarray, estimate: np.ndarray, rate: int) -> np.ndarray:
