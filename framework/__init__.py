@@ -8,6 +8,7 @@ from .audio import AUDIO_SUFFIXES, AudioError, peak_normalize, read_audio, resam
 from .components import (
     Dataset,
     DataSplits,
+    Enhanced,
     Metric,
     Model,
     Probe,
@@ -45,6 +46,7 @@ from .plugins import PluginRegistry
 from .probing import LayerHooks, resolve_layers
 from .run import Run, seed_everything
 from .spec import ExperimentSpec, ResolvedSpec, SpecPath, TrainSpec, load_spec, load_spec_text
+from .training import TrainingLoop, deferred_interrupts
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -55,6 +57,7 @@ __all__ = [
     "DataSplits",
     "Dataset",
     "DeviceError",
+    "Enhanced",
     "ExperimentSpec",
     "Kind",
     "LayerHooks",
@@ -76,10 +79,12 @@ __all__ = [
     "StageOutput",
     "Statistic",
     "TrainSpec",
+    "TrainingLoop",
     "WavelensError",
     "atomic_write",
     "cache_dir",
     "collate_items",
+    "deferred_interrupts",
     "get_logger",
     "hookimpl",
     "load_spec",

@@ -36,6 +36,7 @@ __all__ = [
     "StageOutput",
     "Dataset",
     "Model",
+    "Enhanced",
     "Probe",
     "Statistic",
     "Metric",
@@ -195,6 +196,24 @@ class Dataset(ABC):
         return {"splits": {name: {"items": len(split)} for name, split in splits.items()}}
 
 
+@dataclass
+class Enhanced:
+    """What :meth:`Model.enhance` returns for one signal.
+
+    Attributes:
+        audio: the enhanced signal, 1-D, as long as the input and at its rate.
+        sample_rate: the input's rate.
+        speech_probability: per-frame speech probabilities, if the model has a VAD.
+        frame_seconds: the hop between those frames (frame ``t`` is centred on
+            ``t * frame_seconds``).
+    """
+
+    audio: Any
+    sample_rate: int
+    speech_probability: Any = None
+    frame_seconds: float | None = None
+
+
 class Model(ABC):
     """A model component: builds a network, optionally trains it, predicts."""
 
@@ -223,6 +242,13 @@ class Model(ABC):
         ``value`` the strength, and the latent noise is drawn from ``seed`` so the
         same seed gives the same noise for every code. ``wavelens generate`` calls it."""
         raise StageError(f"{type(self).__name__} is not a generative model; it cannot generate")
+
+    def enhance(self, network: torch.nn.Module, audio: Any, sample_rate: int,
+                placement: Placement) -> Enhanced:
+        """Enhance one 1-D float signal (NumPy) at any rate and length, for ``wavelens
+        enhance``: the model resamples and chunks as it needs, and returns audio of the
+        input's length and rate. Only speech-enhancement models define it."""
+        raise StageError(f"{type(self).__name__} is not a speech-enhancement model; it cannot enhance")
 
     def save_weights(self, network: torch.nn.Module, path: Path) -> None:
         """Write the network's weights to ``path`` (atomically)."""

@@ -8,15 +8,17 @@ bad file never stops the evaluation, and summaries count only the files scored.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .audio import AUDIO_SUFFIXES, AudioError, read_audio, resample
 from .components import Metric
@@ -159,24 +161,21 @@ def evaluate_folders(
     if workers == 1:
         rows = [score_pair(metrics, *job) for job in wrap(jobs, total=len(jobs), description="scoring")]
         return rows, notes
-    # forkserver, not fork: a forked copy of a process that has run torch's OpenMP
-    # pool can hang. Preloading the metrics' modules into the server makes each
-    # worker a fork of an already-imported process instead of a fresh import of torch.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        sorted({"framework.evaluation", *(type(m).__module__ for m in metrics.values())})
-    )
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(dict(metrics),)
-    ) as pool:
+    with _pool(metrics, workers) as pool:
         results = pool.map(_score_in_worker, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
         rows = list(wrap(results, total=len(jobs), description="scoring"))
     return rows, notes
 
 
-def metric_columns(rows: list[dict[str, Any]], by: str | None = None) -> list[str]:
+def _by_columns(by: str | Sequence[str] | None) -> list[str]:
+    if by is None:
+        return []
+    return [by] if isinstance(by, str) else list(by)
+
+
+def metric_columns(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None) -> list[str]:
     """The metric columns of the rows, in the papers' order (LLR and WSS last)."""
-    fixed = {"file", "status", "reason", "seconds", "notes", by}
+    fixed = {"file", "item", "status", "reason", "seconds", "notes", *_by_columns(by)}
     found = list(dict.fromkeys(k for row in rows for k in row if k not in fixed))
     known = [k for k in TABLE_ORDER if k in found]
     return (
@@ -186,37 +185,133 @@ def metric_columns(rows: list[dict[str, Any]], by: str | None = None) -> list[st
     )
 
 
-def summarize(rows: list[dict[str, Any]], by: str | None = None) -> list[dict[str, Any]]:
+def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Mean of every metric over the scored files: one row (Table I's layout), or
-    one per value of the column ``by`` (Table II's)."""
+    one per value of the column(s) ``by`` (Table II's: noise type, SNR), in order of
+    first appearance, numbers sorted numerically."""
     columns = metric_columns(rows, by)
-    groups: dict[str, list[dict[str, Any]]] = {}
+    keys = _by_columns(by)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        key = "all" if by is None else str(row.get(by, ""))
+        key = ("all",) if not keys else tuple(row.get(k, "") for k in keys)
         groups.setdefault(key, []).append(row)
+
+    def order(key: tuple) -> tuple:
+        return tuple((0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool)
+                     else (1, 0.0, str(v)) for v in key)
+
     summary = []
-    for key, members in groups.items():
+    for key in sorted(groups, key=order) if keys else groups:
+        members = groups[key]
         scored = [r for r in members if r["status"] == "ok"]
-        entry: dict[str, Any] = {by or "set": key, "files": len(members), "scored": len(scored)}
+        entry: dict[str, Any] = dict(zip(keys, key, strict=True)) if keys else {"set": "all"}
+        entry.update(files=len(members), scored=len(scored))
         for column in columns:
-            values = [r[column] for r in scored if isinstance(r.get(column), (int, float))]
+            values = [r[column] for r in scored
+                      if isinstance(r.get(column), (int, float)) and not math.isnan(r[column])]
             entry[column] = float(np.mean(values)) if values else math.nan
         summary.append(entry)
     return summary
 
 
-def summary_markdown(summary: list[dict[str, Any]], by: str | None = None) -> str:
+def summary_markdown(summary: list[dict[str, Any]], by: str | Sequence[str] | None = None) -> str:
+    """The summary as a Markdown table: one column per grouping column (or ``set``),
+    one per metric under the papers' names, and how many files were scored."""
     if not summary:
         return ""
-    key = by or "set"
-    columns = [c for c in summary[0] if c not in (key, "files", "scored")]
-    header = [key] + [TABLE_NAMES.get(c, c) for c in columns] + ["files scored"]
+    keys = _by_columns(by) or ["set"]
+    columns = [c for c in summary[0] if c not in (*keys, "files", "scored")]
+    header = keys + [TABLE_NAMES.get(c, c) for c in columns] + ["files scored"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     for entry in summary:
         values = [
             "–" if math.isnan(entry[c]) else f"{entry[c]:.3f}" if c in ("llr", "wss") else f"{entry[c]:.2f}"
             for c in columns
         ]
-        cells = [str(entry[key]), *values, f"{entry['scored']} of {entry['files']}"]
+        cells = [_cell(entry[k]) for k in keys] + values + [f"{entry['scored']} of {entry['files']}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return str(value)
+
+
+# -- scoring a model's predictions item by item (the spec's metrics stage) --------------
+
+
+def split_items(value: Any, n: int) -> list[Any]:
+    """The ``n`` per-item pieces of a batch-level ``preds`` or ``target``: a tensor or
+    array is split along its first axis, a list or tuple by position, a mapping key by
+    key (each value split alike)."""
+    if isinstance(value, Mapping):
+        parts = {key: split_items(v, n) for key, v in value.items()}
+        return [{key: parts[key][i] for key in parts} for i in range(n)]
+    if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)):
+        if len(value) != n:
+            raise WavelensError(f"predict returned {len(value)} entries for a batch of {n} items")
+        return [value[i] for i in range(n)]
+    raise WavelensError(
+        f"cannot split predict's {type(value).__name__} into items: return tensors, arrays, lists "
+        "or mappings of them, one entry per item"
+    )
+
+
+def batch_of_one(item: Any) -> Any:
+    """One item as a batch of one (what ``Metric.update`` takes)."""
+    if isinstance(item, Mapping):
+        return {key: batch_of_one(v) for key, v in item.items()}
+    if isinstance(item, (torch.Tensor, np.ndarray)):
+        return item[None]
+    return [item]
+
+
+def score_item(metrics: Mapping[str, Metric], preds: Any, target: Any) -> tuple[dict[str, Any], dict]:
+    """Every metric on one item: the row's values (``status`` ``ok``, or ``error`` with
+    the reason) and each metric's state, for merging into the overall values."""
+    row: dict[str, Any] = {"status": "ok", "reason": ""}
+    states: dict[str, dict[str, Any]] = {}
+    for name, metric in metrics.items():
+        try:
+            metric.reset()
+            metric.update(batch_of_one(preds), batch_of_one(target))
+            for key, value in _values(name, metric.compute()).items():
+                row[key if key not in row else f"{name}_{key}"] = value
+            states[name] = metric.state()
+        except Exception as error:  # any metric's failure is this item's error entry
+            reason = f"{name}: {type(error).__name__}: {error}".strip()
+            return {"status": "error", "reason": reason}, {}
+    return row, states
+
+
+def _score_job(job: tuple[Any, Any]) -> tuple[dict[str, Any], dict]:
+    return score_item(_WORKER_METRICS, *job)
+
+
+def item_scorer(metrics: Mapping[str, Metric], workers: int = 1) -> contextlib.AbstractContextManager:
+    """A context giving ``score(jobs)`` → iterator of ``score_item`` results in order,
+    computed in ``workers`` processes (1: in this process)."""
+
+    @contextlib.contextmanager
+    def scorer() -> Iterator[Callable[[list[tuple[Any, Any]]], Iterable]]:
+        if workers <= 1:
+            yield lambda jobs: (score_item(metrics, *job) for job in jobs)
+            return
+        with _pool(metrics, workers) as pool:
+            yield lambda jobs: pool.map(_score_job, jobs)
+
+    return scorer()
+
+
+def _pool(metrics: Mapping[str, Metric], workers: int) -> ProcessPoolExecutor:
+    # forkserver, not fork: a forked copy of a process that has run torch's OpenMP
+    # pool can hang. Preloading the metrics' modules into the server makes each
+    # worker a fork of an already-imported process instead of a fresh import of torch.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        sorted({"framework.evaluation", *(type(m).__module__ for m in metrics.values())})
+    )
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                               initargs=(dict(metrics),))

@@ -17,6 +17,7 @@ mistaken for a finished one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime as _dt
 import fcntl
@@ -47,7 +48,8 @@ from .components import DataSplits, Metric, Model, StageContext, StageOutput, co
 from .console import get_logger, progress
 from .device import Placement, resolve_placement
 from .errors import RunInterrupted, StageError, WavelensError
-from .io import read_json, write_json, write_text
+from .evaluation import item_scorer, metric_columns, split_items, summarize, summary_markdown
+from .io import read_json, write_csv, write_json, write_text
 from .report import write_report
 from .spec import ResolvedComponent, ResolvedSpec
 
@@ -663,34 +665,107 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
         )
     model, network = ctx.model(), ctx.network()
     metrics: dict[str, Metric] = {c.path: run._component(c.path) for c in plan.components}
+    split = splits[evaluation.split]
     loader = torch.utils.data.DataLoader(
-        splits[evaluation.split], batch_size=evaluation.batch_size, shuffle=False,
-        collate_fn=collate_items,
+        split, batch_size=evaluation.batch_size, shuffle=False, collate_fn=collate_items,
     )
-    with torch.no_grad(), run.placement.autocast():
+    rows: list[dict[str, Any]] = []
+    if evaluation.itemwise:
+        rows = _score_items(run, plan, ctx, model, network, metrics, loader)
+    else:
+        with torch.no_grad(), run.placement.autocast():
+            for batch in ctx.progress(loader, total=len(loader), description="metrics"):
+                preds, target = model.predict(network, batch, ctx)
+                for metric in metrics.values():
+                    metric.update(preds, target)
+    results = []
+    for component in plan.components:
+        metric = metrics[component.path]
+        try:
+            value = _to_jsonable(metric.compute())
+        except StageError as error:
+            if not evaluation.itemwise:
+                raise
+            value = None  # no item was scored; the items' errors say why
+            ctx.log.warning("%s: %s", component.plugin.name, error)
+        results.append({"path": component.path, "metric": component.plugin.name, "value": value,
+                        "higher_is_better": metric.higher_is_better})
+    record: dict[str, Any] = {"split": evaluation.split, "results": results}
+    report = [f"Scored on the `{evaluation.split}` split."]
+    if evaluation.itemwise:
+        names = [c.plugin.name for c in plan.components]
+        by = evaluation.by
+        group = [k for k in by if k not in ("item", "status", "reason")]
+        columns = ["item", *group, "status", "reason", *metric_columns(rows, by)]
+        write_csv(ctx.workdir / "scores.csv", rows, columns)
+        overall, grouped = summarize(rows), summarize(rows, by) if by else []
+        record.update(overall=overall, grouped=grouped, by=by)
+        scored = sum(r["status"] == "ok" for r in rows)
+        report[0] = (f"Scored {scored} of {len(rows)} items of the `{evaluation.split}` split "
+                     f"({', '.join(names)}); per-item values in `scores.csv`.")
+        report += ["", summary_markdown(overall)]
+        if grouped:
+            report += ["", f"By {', '.join(by)}:", "", summary_markdown(grouped, by)]
+        errors = [r for r in rows if r["status"] != "ok"]
+        if errors:
+            report += ["", f"{len(errors)} item(s) not scored, for example `{errors[0]['item']}`: "
+                       f"{errors[0]['reason']}"]
+    else:
+        lines = ["| metric | value |", "| --- | --- |"]
+        for result in results:
+            value = result["value"]
+            shown = f"{value:.4f}" if isinstance(value, float) else json.dumps(value)
+            arrow = {True: " ↑", False: " ↓"}.get(result["higher_is_better"], "")
+            lines.append(f"| {result['metric']}{arrow} | {shown} |")
+        report += ["", *lines]
+    write_json(ctx.workdir / "metrics.json", record)
+    ctx.write_report("\n".join(report) + "\n")
+    summary: dict[str, Any] = {"examples": len(split), "values": {r["path"]: r["value"] for r in results}}
+    if evaluation.itemwise:
+        summary["scored"] = sum(r["status"] == "ok" for r in rows)
+    return summary
+
+
+def _score_items(run: Run, plan: StagePlan, ctx: StageContext, model: Model,
+                 network: torch.nn.Module, metrics: dict[str, Metric],
+                 loader: torch.utils.data.DataLoader) -> list[dict[str, Any]]:
+    """Predict batch by batch, score each item in worker processes; merge the
+    items' metric states into ``metrics`` (so ``compute`` gives the overall values)."""
+    evaluation = run.spec.evaluation
+    # Columns are named by plugin (a plugin used twice gets _2, _3, ...); the scorer
+    # works on copies, whose per-item states are merged into ``metrics``.
+    names: dict[str, str] = {}
+    for component in plan.components:
+        name, count = component.plugin.name, 1
+        while name in names.values():
+            count += 1
+            name = f"{component.plugin.name}_{count}"
+        names[component.path] = name
+    path_of = {name: path for path, name in names.items()}
+    scoring = {names[path]: copy.deepcopy(metric) for path, metric in metrics.items()}
+    rows: list[dict[str, Any]] = []
+    index = 0
+    with item_scorer(scoring, evaluation.workers) as score:
         for batch in ctx.progress(loader, total=len(loader), description="metrics"):
-            preds, target = model.predict(network, batch, ctx)
-            for metric in metrics.values():
-                metric.update(preds, target)
-    results = [
-        {
-            "path": component.path,
-            "metric": component.plugin.name,
-            "value": _to_jsonable(metrics[component.path].compute()),
-            "higher_is_better": metrics[component.path].higher_is_better,
-        }
-        for component in plan.components
-    ]
-    write_json(ctx.workdir / "metrics.json", {"split": evaluation.split, "results": results})
-    rows = ["| metric | value |", "| --- | --- |"]
-    for result in results:
-        value = result["value"]
-        shown = f"{value:.4f}" if isinstance(value, float) else json.dumps(value)
-        arrow = {True: " ↑", False: " ↓"}.get(result["higher_is_better"], "")
-        rows.append(f"| {result['metric']}{arrow} | {shown} |")
-    ctx.write_report(f"Scored on the `{evaluation.split}` split.\n\n" + "\n".join(rows) + "\n")
-    return {"examples": len(splits[evaluation.split]),
-            "values": {r["path"]: r["value"] for r in results}}
+            with torch.no_grad(), run.placement.autocast():
+                preds, target = model.predict(network, batch, ctx)
+            n = len(batch["name"]) if "name" in batch else len(next(iter(batch.values())))
+            pred_items, target_items = split_items(preds, n), split_items(target, n)
+            results = score(list(zip(pred_items, target_items, strict=True)))
+            for i, (values, states) in enumerate(results):
+                row: dict[str, Any] = {"item": batch["name"][i] if "name" in batch else str(index)}
+                for key in evaluation.by:
+                    if key not in batch:
+                        raise StageError(f"evaluation.by names {key!r}, but the items have no such "
+                                         f"field (they have {', '.join(batch)})")
+                    value = batch[key][i]
+                    row[key] = value.item() if isinstance(value, torch.Tensor) else value
+                row.update(values)
+                for name, state in states.items():
+                    metrics[path_of[name]].merge(state)
+                rows.append(row)
+                index += 1
+    return rows
 
 
 STAGE_RUNNERS: dict[str, Callable[[Run, StagePlan, StageContext], Any]] = {

@@ -34,7 +34,7 @@ from pydantic import (
 from ._specfile import SpecText, apply_overrides, parse_spec_text, read_spec_file
 from .contributions import Kind
 from .device import DEVICE_PATTERN
-from .errors import PluginError, SpecError, SpecIssue
+from .errors import PluginError, SpecError, SpecIssue, StageError
 from .plugins import LoadedContribution, PluginRegistry
 
 __all__ = [
@@ -92,18 +92,49 @@ class ModelComponent(Component):
 class TrainSpec(_Strict):
     """How the model stage trains. Model-specific settings live in model.params."""
 
-    steps: PositiveInt = Field(description="optimisation steps (as the model counts them)")
+    steps: PositiveInt | None = Field(None, description="optimisation steps (as the model counts them)")
+    epochs: PositiveInt | None = Field(
+        None, description="passes over the training data, for models that count epochs (give steps or epochs)"
+    )
     batch_size: PositiveInt = 64
     checkpoint_every: PositiveInt = Field(1000, description="steps between checkpoints")
     keep_checkpoints: PositiveInt = Field(3, description="how many checkpoints to keep")
     log_every: PositiveInt = Field(50, description="steps between logged losses")
 
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainSpec:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps or epochs")
+        return self
+
+    def required_steps(self, model: str) -> int:
+        """``steps``, for models that count steps only (an error names the model when
+        the spec gives epochs)."""
+        if self.steps is None:
+            raise StageError(f"{model} counts optimisation steps, not epochs: give train.steps")
+        return self.steps
+
 
 class EvaluationSpec(_Strict):
-    """Which split the metrics stage scores, in batches of what size."""
+    """Which split the metrics stage scores, in batches of what size, and whether
+    item by item (a per-item table, summaries grouped by item fields)."""
 
     split: str = "test"
     batch_size: PositiveInt = 16
+    per_item: bool = Field(
+        False, description="score every item separately: scores.csv with one row per item, and a "
+        "per-item error entry instead of a failed stage"
+    )
+    by: list[str] = Field(
+        default_factory=list,
+        description="item fields to group the summary by (e.g. [noise, snr_db]: Table II's layout); "
+        "implies per_item",
+    )
+    workers: PositiveInt = Field(1, description="processes scoring items (per_item only)")
+
+    @property
+    def itemwise(self) -> bool:
+        return self.per_item or bool(self.by)
 
 
 class ReportSpec(_Strict):

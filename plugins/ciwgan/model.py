@@ -64,7 +64,8 @@ class CiwGANModel(Model):
     def config(self, train: TrainSpec, seed: int) -> GANConfig:
         p = self.params
         return GANConfig(
-            code=self.code, steps=train.steps, batch_size=train.batch_size, d_updates=p.d_updates,
+            code=self.code, steps=train.required_steps(type(self).__name__), batch_size=train.batch_size,
+            d_updates=p.d_updates,
             gp_weight=p.gp_weight, lr=p.lr, q_lr=p.q_lr, q_weight=p.q_weight,
             checkpoint_every=train.checkpoint_every, keep_checkpoints=train.keep_checkpoints,
             log_every=train.log_every, sample_every=p.sample_every, sample_value=p.sample_value,

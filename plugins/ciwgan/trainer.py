@@ -25,10 +25,6 @@ separate G and Q gradients need; the explicit all-reduce does what it would.)
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,14 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from framework import (
-    CheckpointManager,
     Placement,
-    RunInterrupted,
     StageError,
+    TrainingLoop,
     write_audio,
     write_csv,
 )
@@ -133,40 +127,23 @@ def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Te
     return ((norm - 1.0) ** 2).mean()
 
 
-@contextlib.contextmanager
-def deferred_interrupts() -> Iterator[Callable[[], str | None]]:
-    """Turn SIGINT/SIGTERM into a flag checked between steps (main thread only);
-    yields a function returning the signal's name once one arrived."""
-    received: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda: received[0] if received else None
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-class GANTrainer:
-    """Trains a :class:`CiwGAN` in place; rank 0 writes checkpoints, logs, samples."""
+class GANTrainer(TrainingLoop):
+    """Trains a :class:`CiwGAN` in place; rank 0 writes checkpoints, logs, samples.
+    The loop itself (resumption, logging, checkpoints, interrupts, gradient averaging)
+    is the core's :class:`~framework.TrainingLoop`."""
 
     def __init__(self, network: CiwGAN, config: GANConfig, placement: Placement, workdir: Path,
                  rank: int = 0, world: int = 1, log: Any = None,
                  progress: Callable[..., Iterator] | None = None):
+        super().__init__(workdir=workdir, steps=config.steps, checkpoint_every=config.checkpoint_every,
+                         keep_checkpoints=config.keep_checkpoints, log_every=config.log_every,
+                         rank=rank, world=world, log=log, progress=progress, description="GAN steps")
+        self.history = config.history
         self.net = network.to(placement.device)
         self.config = config
         self.placement = placement
         self.device = placement.device
-        self.workdir = Path(workdir)
-        self.rank, self.world = rank, world
-        self.log = log
-        self.progress = progress
+        self.data: torch.Tensor | None = None
         if config.batch_size % world:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes")
         self.local_batch = config.batch_size // world
@@ -186,13 +163,11 @@ class GANTrainer:
         network.shuffle_generator.manual_seed(base + 3)
         self.order: torch.Tensor | None = None
         self.position = 0
-        self.checkpoints = CheckpointManager(self.workdir / "checkpoints", keep=config.keep_checkpoints)
 
     # -- state -----------------------------------------------------------------------
 
-    def state(self, step: int) -> dict[str, Any]:
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "step": step,
             "network": self.net.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -202,15 +177,9 @@ class GANTrainer:
             "shuffle_rng": self.net.shuffle_generator.get_state(),
             "order": None if self.order is None else self.order.cpu(),
             "position": self.position,
-            "history": self.config.history,
         }
 
-    def restore(self) -> int:
-        """Load the latest checkpoint (if any); return the step it ends."""
-        found = self.checkpoints.latest(map_location="cpu")
-        if found is None:
-            return 0
-        step, state = found
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["network"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -219,34 +188,20 @@ class GANTrainer:
         try:
             self.latent_rng.set_state(state["latent_rng"])
         except RuntimeError:  # a CPU generator's state cannot seed a CUDA one, and back
-            self.latent_rng.manual_seed(self.config.seed * 1000 + self.rank + 2 + step)
+            self.latent_rng.manual_seed(self.config.seed * 1000 + self.rank + 2 + state["step"])
             if self.log and self.rank == 0:
                 self.log.warning("the checkpoint was written on another kind of device; training "
                                  "goes on with a fresh latent random stream (seeded from the step)")
         self.net.shuffle_generator.set_state(state["shuffle_rng"])
         self.order, self.position = state["order"], state["position"]
-        self.config.history = state["history"]
+
+    def restore(self) -> int:
+        step = super().restore()
+        self.config.history = self.history
         return step
 
-    def parameter_checksum(self) -> str:
-        digest = hashlib.sha256()
-        for tensor in self.net.state_dict().values():
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
-
-    def save(self, step: int) -> None:
-        state = self.state(step)
-        if self.world > 1:
-            # Every checkpoint records each replica's checksum: they must all agree.
-            checksums: list[str] = [""] * self.world
-            dist.all_gather_object(checksums, self.parameter_checksum())
-            state["replica_checksums"] = checksums
-            if len(set(checksums)) != 1 and self.log:
-                self.log.error("replicas differ at step %d: %s", step, checksums)
-        if self.rank == 0:
-            self.checkpoints.save(step, state)
-        if self.world > 1:
-            dist.barrier()
+    def parameters_for_checksum(self) -> list[torch.Tensor]:
+        return list(self.net.state_dict().values())
 
     # -- pieces of a step -------------------------------------------------------------
 
@@ -266,18 +221,6 @@ class GANTrainer:
                                   self.net.generator.latent_dim, self.latent_rng)
         return z, target
 
-    def _average(self, parameters: list[torch.nn.Parameter]) -> None:
-        if self.world == 1:
-            return
-        grads = [p.grad for p in parameters if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for grad in grads:
-            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-            offset += grad.numel()
-
     def critic_update(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
         net, config = self.net, self.config
         real = self.real_batch(data)
@@ -292,7 +235,7 @@ class GANTrainer:
             loss = fake_score - real_score + config.gp_weight * penalty
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
-        self._average(list(net.discriminator.parameters()))
+        self.average_gradients(list(net.discriminator.parameters()))
         self.opt_d.step()
         # Tensors, not floats: reading a value would wait for the GPU at every update.
         return {"d_loss": loss.detach(), "wasserstein": (real_score - fake_score).detach(),
@@ -313,11 +256,11 @@ class GANTrainer:
         q_grads = torch.autograd.grad(loss_q, q_params + g_params)
         for param, grad in zip(g_params, g_grads, strict=True):
             param.grad = grad
-        self._average(g_params)
+        self.average_gradients(g_params)
         self.opt_g.step()
         for param, grad in zip(q_params + g_params, q_grads, strict=True):
             param.grad = grad
-        self._average(q_params + g_params)
+        self.average_gradients(q_params + g_params)
         self.opt_q.step()
         if config.code == "categorical":
             accuracy = (logits.argmax(dim=1) == target).float().mean()
@@ -330,57 +273,34 @@ class GANTrainer:
     def train(self, data: torch.Tensor) -> list[dict[str, float]]:
         """Train to ``config.steps``; return the logged history. ``data`` is
         (N, 1, slice_len) real audio."""
-        config = self.config
-        start = self.restore()
-        if start and self.log and self.rank == 0:
-            self.log.info("resuming training at step %d of %d", start, config.steps)
-        data = data.to(self.device)
+        self.data = data.to(self.device)
         self.net.train()
-        steps = range(start + 1, config.steps + 1)
-        window: list[dict[str, torch.Tensor]] = []
-        started = time.perf_counter()
-        done_here = 0
+        return self.run()
 
-        def status() -> str:
-            if not done_here:
-                return ""
-            text = f"{done_here / (time.perf_counter() - started):.2f} steps/s"
-            if config.history:
-                last = config.history[-1]
-                text += f"  D {last['d_loss']:.3f}  G {last['g_loss']:.3f}  Q {last['q_loss']:.3f}"
-            return text
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        record: dict[str, torch.Tensor] = {}
+        for _ in range(self.config.d_updates):
+            record.update(self.critic_update(self.data))
+        record.update(self.generator_update())
+        return record
 
-        if self.progress is not None and self.rank == 0:
-            steps = self.progress(steps, total=config.steps - start, description="GAN steps",
-                                  status=status)
-        with deferred_interrupts() as interrupted:
-            for step in steps:
-                record: dict[str, torch.Tensor] = {}
-                for _ in range(config.d_updates):
-                    record.update(self.critic_update(data))
-                record.update(self.generator_update())
-                window.append(record)
-                done_here += 1
-                if step % config.log_every == 0 or step == config.steps:
-                    rate = done_here / (time.perf_counter() - started)
-                    means = {k: torch.stack([r[k] for r in window]).float().mean().item() for k in record}
-                    entry = {"step": step, **means, "steps_per_s": rate}
-                    config.history.append(entry)
-                    window = []
-                    if self.log and self.rank == 0:
-                        self.log.info(
-                            "step %d: D %.4f  G %.4f  Q %.4f (accuracy %.2f)  %.2f steps/s", step,
-                            entry["d_loss"], entry["g_loss"], entry["q_loss"], entry["q_accuracy"], rate,
-                        )
-                if step % config.sample_every == 0 and self.rank == 0:
-                    self.write_samples(step)
-                if step % config.checkpoint_every == 0 or step == config.steps:
-                    self.save(step)
-                reason = interrupted()
-                if reason is not None:
-                    self.save(step)
-                    raise RunInterrupted(f"{reason} at step {step}; checkpoint saved")
-        return config.history
+    def after_step(self, step: int) -> None:
+        if step % self.config.sample_every == 0 and self.rank == 0:
+            self.write_samples(step)
+
+    def log_message(self, entry: dict[str, float]) -> str:
+        return (f"step {entry['step']}: D {entry['d_loss']:.4f}  G {entry['g_loss']:.4f}  "
+                f"Q {entry['q_loss']:.4f} (accuracy {entry['q_accuracy']:.2f})  "
+                f"{entry['steps_per_s']:.2f} steps/s")
+
+    def status(self) -> str:
+        if not self._done_here:
+            return ""
+        text = f"{self._done_here / (time.perf_counter() - self._started):.2f} steps/s"
+        if self.history:
+            last = self.history[-1]
+            text += f"  D {last['d_loss']:.3f}  G {last['g_loss']:.3f}  Q {last['q_loss']:.3f}"
+        return text
 
     def codes_for_samples(self) -> list[tuple[str, torch.Tensor]]:
         kind, n = self.config.code, self.net.n_codes

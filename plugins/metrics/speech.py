@@ -11,7 +11,7 @@ forms are in :mod:`plugins.metrics.quality`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -50,6 +50,10 @@ class VadParams(Params):
 
 
 def _signals(batch: Any) -> list[np.ndarray]:
+    if isinstance(batch, Mapping):  # a model's several outputs: the signals are "audio"
+        if "audio" not in batch:
+            raise StageError(f"speech metrics score the 'audio' entry; the model gave {', '.join(batch)}")
+        batch = batch["audio"]
     if isinstance(batch, torch.Tensor):
         batch = batch.detach().cpu().double()
         if batch.ndim == 1:
@@ -141,8 +145,14 @@ class Vad(Metric):
         self.add_state("labels", [], reduce="cat")
 
     def update(self, preds: Any, target: Any) -> None:
-        p = torch.as_tensor(preds).detach().cpu().double().reshape(-1)
-        y = torch.as_tensor(target).detach().cpu().reshape(-1)
+        if isinstance(preds, Mapping):  # a model's several outputs: the VAD is "vad"
+            if "vad" not in preds or not isinstance(target, Mapping) or "vad" not in target:
+                raise StageError("vad scores the 'vad' entry of the predictions and targets")
+            preds, target = preds["vad"], target["vad"]
+        p = torch.as_tensor(_flat(preds)).detach().cpu().double().reshape(-1)
+        y = torch.as_tensor(_flat(target)).detach().cpu().reshape(-1)
+        if torch.isnan(p).all():
+            raise StageError("vad: the model gives no speech probabilities (no VAD)")
         if p.shape != y.shape:
             raise StageError(f"vad: {p.numel()} probabilities for {y.numel()} labels")
         keep = y >= 0
@@ -166,6 +176,13 @@ class Vad(Metric):
             "f1": float(f1),
             "roc_auc": roc_auc(p, y),
         }
+
+
+def _flat(values: Any) -> Any:
+    """Sequences of per-item arrays (of different lengths) joined end to end."""
+    if isinstance(values, (list, tuple)) and values and not np.isscalar(values[0]):
+        return np.concatenate([np.asarray(torch.as_tensor(v).cpu()).reshape(-1) for v in values])
+    return values
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

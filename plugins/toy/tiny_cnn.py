@@ -10,11 +10,11 @@ from pydantic import Field
 from torch import nn
 
 from framework import (
-    CheckpointManager,
     Contribution,
     Model,
     Params,
     StageContext,
+    TrainingLoop,
     TrainSpec,
     atomic_write,
     hookimpl,
@@ -50,6 +50,48 @@ class TinyCNN(nn.Module):
         return self.logits(x.mean(dim=-1))
 
 
+class ClassifierLoop(TrainingLoop):
+    """Adam on cross-entropy; the core's loop does resumption, logging, checkpoints."""
+
+    def __init__(self, network: nn.Module, data, learning_rate: float, ctx: StageContext,
+                 train: TrainSpec):
+        super().__init__(workdir=ctx.workdir, steps=train.required_steps("tiny_cnn"),
+                         checkpoint_every=train.checkpoint_every,
+                         keep_checkpoints=train.keep_checkpoints, log_every=train.log_every,
+                         log=ctx.log, progress=ctx.progress, description="train")
+        self.network, self.data, self.batch_size = network, data, train.batch_size
+        self.placement = ctx.placement
+        self.optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+        self.scaler = ctx.placement.grad_scaler()
+        # Batches drawn by a generator stored in each checkpoint, so a resumed run
+        # sees exactly the batches an uninterrupted one would.
+        self.sampler = torch.Generator().manual_seed(ctx.seed)
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        device = self.placement.device
+        index = torch.randint(len(self.data), (self.batch_size,), generator=self.sampler)
+        items = [self.data[int(i)] for i in index]
+        audio = torch.stack([item["audio"] for item in items]).to(device)
+        labels = torch.tensor([item["label"] for item in items], device=device)
+        self.network.train()
+        with self.placement.autocast():
+            loss = F.cross_entropy(self.network(audio), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": loss.detach()}
+
+    def extra_state(self) -> dict:
+        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "sampler": self.sampler.get_state()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.set_state(state["sampler"])
+
+
 class TinyCNNModel(Model):
     def __init__(self, params: TinyCNNParams):
         self.params = params
@@ -58,50 +100,9 @@ class TinyCNNModel(Model):
         return TinyCNN(self.params)
 
     def train(self, network: nn.Module, ctx: StageContext, train: TrainSpec) -> None:
-        data = ctx.dataset()["train"]
-        device = ctx.placement.device
-        optimizer = torch.optim.Adam(network.parameters(), lr=self.params.learning_rate)
-        scaler = ctx.placement.grad_scaler()
-        sampler = torch.Generator().manual_seed(ctx.seed)
-        checkpoints = CheckpointManager(ctx.workdir / "checkpoints", keep=train.keep_checkpoints)
-        history: list[tuple[int, float]] = []
-        start = 0
-        found = checkpoints.latest()
-        if found is not None:
-            start, state = found
-            network.load_state_dict(state["network"])
-            optimizer.load_state_dict(state["optimizer"])
-            sampler.set_state(state["sampler"])
-            history = state["history"]
-            ctx.log.info("resuming training at step %d of %d", start, train.steps)
-
-        def save(step: int) -> None:
-            checkpoints.save(step, {
-                "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                "sampler": sampler.get_state(), "history": history,
-            })
-
-        network.train()
-        for step in ctx.progress(range(start + 1, train.steps + 1), total=train.steps - start,
-                                 description="train"):
-            # Batches drawn by a generator stored in each checkpoint, so a resumed run
-            # sees exactly the batches an uninterrupted one would.
-            index = torch.randint(len(data), (train.batch_size,), generator=sampler)
-            items = [data[int(i)] for i in index]
-            audio = torch.stack([item["audio"] for item in items]).to(device)
-            labels = torch.tensor([item["label"] for item in items], device=device)
-            with ctx.placement.autocast():
-                loss = F.cross_entropy(network(audio), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if step % train.log_every == 0 or step == train.steps:
-                history.append((step, loss.item()))
-                ctx.log.info("step %d: loss %.4f", step, history[-1][1])
-            if step % train.checkpoint_every == 0 or step == train.steps:
-                save(step)
-        self._write_curve(ctx, history)
+        loop = ClassifierLoop(network, ctx.dataset()["train"], self.params.learning_rate, ctx, train)
+        history = loop.run()
+        self._write_curve(ctx, [(h["step"], h["loss"]) for h in history])
 
     def _write_curve(self, ctx: StageContext, history: list[tuple[int, float]]) -> None:
         with atomic_write(ctx.workdir / "losses.csv", "w", newline="") as handle:

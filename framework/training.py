@@ -1,0 +1,240 @@
+"""The training loop every model plugin shares.
+
+A model's ``train`` builds a :class:`TrainingLoop` subclass that says what one step
+does (:meth:`~TrainingLoop.train_step`) and what state it carries besides the
+network (:meth:`~TrainingLoop.extra_state` / :meth:`~TrainingLoop.load_extra_state`:
+optimisers, schedulers, random generators, data order). The loop does the rest, the
+same way for every model:
+
+* resumes from the newest checkpoint in ``workdir/checkpoints`` (a stage interrupted
+  and run again continues where it stopped, bit for bit when the model keeps its
+  random generators in its state);
+* shows a progress bar (with :meth:`~TrainingLoop.status` beside it) on rank 0;
+* averages the logged values over each ``log_every`` window into ``history``;
+* saves a checkpoint every ``checkpoint_every`` steps and at the end;
+* turns SIGINT/SIGTERM into "finish this step, save, raise :class:`RunInterrupted`";
+* under several processes (torchrun, or a model's own spawn), averages gradients with
+  :meth:`~TrainingLoop.average_gradients` and records every replica's parameter
+  checksum in each checkpoint, so diverging replicas are noticed.
+
+Example::
+
+    class MyLoop(TrainingLoop):
+        def __init__(self, network, data, **settings):
+            super().__init__(**settings)
+            self.network, self.data = network, data
+            self.optimizer = torch.optim.AdamW(network.parameters())
+
+        def train_step(self, step):
+            loss = self.network(next(self.data)).mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.average_gradients(self.network.parameters())
+            self.optimizer.step()
+            return {"loss": loss.detach()}
+
+        def extra_state(self):
+            return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+        def load_extra_state(self, state):
+            self.network.load_state_dict(state["network"])
+            self.optimizer.load_state_dict(state["optimizer"])
+
+    history = MyLoop(net, batches, workdir=ctx.workdir, steps=1000, log=ctx.log,
+                     progress=ctx.progress).run()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import signal
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .errors import RunInterrupted
+from .io import CheckpointManager
+
+__all__ = ["TrainingLoop", "deferred_interrupts"]
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[Callable[[], str | None]]:
+    """Turn SIGINT/SIGTERM into a flag checked between steps (main thread only);
+    yields a function returning the signal's name once one arrived."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class TrainingLoop(ABC):
+    """Steps ``1..steps`` with resumption, logging, checkpoints and interrupts.
+
+    Args:
+        workdir: the model stage's folder; checkpoints go to ``workdir/checkpoints``.
+        steps: the last step (a resumed loop starts after its checkpoint's step).
+        checkpoint_every, keep_checkpoints, log_every: as in the spec's ``train``.
+        rank, world: this process and the number of processes; rank 0 alone writes.
+        log: a logger (messages on rank 0 only), or None.
+        progress: ``ctx.progress`` (or None for no bar).
+        description: the progress bar's label.
+    """
+
+    def __init__(self, *, workdir: Path, steps: int, checkpoint_every: int = 1000,
+                 keep_checkpoints: int = 3, log_every: int = 50, rank: int = 0, world: int = 1,
+                 log: Any = None, progress: Callable[..., Iterator] | None = None,
+                 description: str = "steps"):
+        self.workdir = Path(workdir)
+        self.steps = steps
+        self.checkpoint_every = checkpoint_every
+        self.log_every = log_every
+        self.rank, self.world = rank, world
+        self.log = log
+        self.progress = progress
+        self.description = description
+        self.history: list[dict[str, float]] = []
+        self.checkpoints = CheckpointManager(self.workdir / "checkpoints", keep=keep_checkpoints)
+        self._started = 0.0
+        self._done_here = 0
+
+    # -- what a model says --------------------------------------------------------------
+
+    @abstractmethod
+    def train_step(self, step: int) -> dict[str, torch.Tensor | float]:
+        """Do step ``step``; return values to log (tensors are fine: they are read
+        only when a log window closes, so the GPU is not waited for every step)."""
+
+    @abstractmethod
+    def extra_state(self) -> dict[str, Any]:
+        """Everything to checkpoint besides the step and the history."""
+
+    @abstractmethod
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    def parameters_for_checksum(self) -> Iterable[torch.Tensor]:
+        """Tensors that must agree across processes (default: none)."""
+        return ()
+
+    def before_training(self, start: int) -> None:  # noqa: B027 - optional hook
+        """Called once after resuming at ``start``, before the first step."""
+
+    def after_step(self, step: int) -> None:  # noqa: B027 - optional hook
+        """Called after every step, before the step's checkpoint (samples, validation,
+        learning-rate schedules). Values added to ``history`` here are kept."""
+
+    def log_message(self, entry: dict[str, float]) -> str:
+        """The line logged for a closed window (``entry`` holds the means)."""
+        values = "  ".join(f"{k} {v:.4g}" for k, v in entry.items() if k not in ("step", "steps_per_s"))
+        return f"step {entry['step']}: {values}  {entry['steps_per_s']:.2f} steps/s"
+
+    def status(self) -> str:
+        """Text shown beside the progress bar."""
+        if not self._done_here:
+            return ""
+        text = f"{self._done_here / (time.perf_counter() - self._started):.2f} steps/s"
+        if self.history:
+            shown = [(k, v) for k, v in self.history[-1].items() if k not in ("step", "steps_per_s")][:3]
+            text += "  " + "  ".join(f"{k} {v:.3f}" for k, v in shown)
+        return text
+
+    # -- shared machinery ---------------------------------------------------------------
+
+    def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """Average the gradients of ``parameters`` over the processes (one all-reduce
+        of one flat buffer); nothing with one process."""
+        if self.world == 1:
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+    def parameter_checksum(self) -> str:
+        digest = hashlib.sha256()
+        for tensor in self.parameters_for_checksum():
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def save(self, step: int) -> None:
+        """Checkpoint ``step`` (rank 0 writes; every rank's checksum is recorded)."""
+        state = {"step": step, "history": self.history, **self.extra_state()}
+        if self.world > 1:
+            checksums: list[str] = [""] * self.world
+            dist.all_gather_object(checksums, self.parameter_checksum())
+            state["replica_checksums"] = checksums
+            if len(set(checksums)) != 1 and self.log:
+                self.log.error("replicas differ at step %d: %s", step, checksums)
+        if self.rank == 0:
+            self.checkpoints.save(step, state)
+        if self.world > 1:
+            dist.barrier()
+
+    def restore(self) -> int:
+        """Load the newest checkpoint, if any; return its step (0 without one)."""
+        found = self.checkpoints.latest(map_location="cpu")
+        if found is None:
+            return 0
+        step, state = found
+        self.load_extra_state(state)
+        self.history = list(state.get("history", []))
+        return step
+
+    def run(self) -> list[dict[str, float]]:
+        """Train to ``steps``; return the logged history."""
+        start = self.restore()
+        if start and self.log and self.rank == 0:
+            self.log.info("resuming training at step %d of %d", start, self.steps)
+        self.before_training(start)
+        steps: Iterable[int] = range(start + 1, self.steps + 1)
+        if self.progress is not None and self.rank == 0:
+            steps = self.progress(steps, total=self.steps - start, description=self.description,
+                                  status=self.status)
+        window: list[dict[str, torch.Tensor | float]] = []
+        self._started, self._done_here = time.perf_counter(), 0
+        with deferred_interrupts() as interrupted:
+            for step in steps:
+                window.append(self.train_step(step))
+                self._done_here += 1
+                if step % self.log_every == 0 or step == self.steps:
+                    rate = self._done_here / (time.perf_counter() - self._started)
+                    keys = list(window[-1])
+                    means = {k: torch.stack([torch.as_tensor(r[k]).float().cpu() for r in window])
+                             .mean().item() for k in keys}
+                    entry = {"step": step, **means, "steps_per_s": rate}
+                    self.history.append(entry)
+                    window = []
+                    if self.log and self.rank == 0:
+                        self.log.info("%s", self.log_message(entry))
+                self.after_step(step)
+                if step % self.checkpoint_every == 0 or step == self.steps:
+                    self.save(step)
+                reason = interrupted()
+                if reason is not None:
+                    self.save(step)
+                    raise RunInterrupted(f"{reason} at step {step}; checkpoint saved")
+        return self.history
