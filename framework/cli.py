@@ -194,17 +194,18 @@ def _find_run_dir(target: Path) -> Path:
     )
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
+def _load_run_model(target: Path, disabled: set[str]) -> tuple[Any, Any, Path, Path]:
+    """``(model, network, weights, run_dir)`` for a run directory, a folder inside
+    one, or a checkpoint file of its model stage."""
     import torch
 
-    from .audio import write_audio
     from .spec import load_spec
 
-    target = Path(args.target).resolve()
+    target = Path(target).resolve()
     if not target.exists():
         raise WavelensError(f"{target} does not exist")
     run_dir = _find_run_dir(target)
-    resolved = load_spec(run_dir / "spec.yaml", disabled=_disabled(args))
+    resolved = load_spec(run_dir / "spec.yaml", disabled=disabled)
     component = resolved.component("model")
     if component is None:
         raise WavelensError(f"the run {run_dir} has no model")
@@ -227,6 +228,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             raise WavelensError(f"{run_dir} has no finished model stage ({source} is missing); "
                                 "give a checkpoint file instead")
         model.load_weights(network, source)
+    return model, network, source, run_dir
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .audio import write_audio
+
+    model, network, source, run_dir = _load_run_model(args.target, _disabled(args))
     outputs, rate = model.generate(network, args.code, args.value, args.n, args.seed)
     out = args.out or run_dir / "generated" / f"code-{args.code}_value-{args.value:g}_seed-{args.seed}"
     peak = float(outputs.abs().max()) if outputs.numel() else 0.0
@@ -237,6 +245,101 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                   f"(weights {escape(str(source))}; peak {peak:.3f}) to {escape(str(out))}",
                   soft_wrap=True, highlight=False)
     return 0
+
+
+def _enhance_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(file, path relative to the output folder) for every input file and every
+    audio file under the input folders."""
+    from .audio import AUDIO_SUFFIXES
+
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not files:
+                raise WavelensError(f"{item} holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            found += [(f, Path(item.name) / f.relative_to(item)) for f in files]
+        elif item.is_file():
+            found.append((item, Path(item.name)))
+        else:
+            raise WavelensError(f"{item} does not exist")
+    return found
+
+
+def speech_segments(probability, frame_seconds: float, threshold: float = 0.5,
+                    min_gap: float = 0.1) -> list[tuple[float, float]]:
+    """(start, end) seconds of runs of frames at or above ``threshold``; runs apart by
+    less than ``min_gap`` are joined. Frame ``t`` covers ±half a hop around
+    ``t * frame_seconds``."""
+    import numpy as np
+
+    speech = np.asarray(probability) >= threshold
+    segments: list[list[float]] = []
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(int), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        begin = max(0.0, (start - 0.5) * frame_seconds)
+        end = (stop - 0.5) * frame_seconds
+        if segments and begin - segments[-1][1] < min_gap:
+            segments[-1][1] = end
+        else:
+            segments.append([begin, end])
+    return [(round(a, 4), round(b, 4)) for a, b in segments]
+
+
+def _cmd_enhance(args: argparse.Namespace) -> int:
+    import numpy as np
+    import soundfile as sf
+
+    from .audio import AudioError, read_audio, write_audio
+    from .console import progress
+    from .device import resolve_placement
+    from .io import write_csv
+
+    files = _enhance_inputs([Path(p) for p in args.inputs])
+    model, network, source, _ = _load_run_model(args.checkpoint, _disabled(args))
+    placement = resolve_placement(args.device, args.precision)
+    network = network.to(placement.device).eval()
+    out = Path(args.output)
+    failed: list[tuple[Path, str]] = []
+    notes: list[str] = []
+    for path, relative in progress(files, total=len(files), description="enhancing"):
+        try:
+            channels = sf.info(str(path)).channels
+            audio, rate = read_audio(path, channels="mix")
+        except (AudioError, RuntimeError) as exc:
+            failed.append((path, str(exc)))
+            continue
+        if channels > 1:
+            notes.append(f"{path}: {channels} channels mixed to mono")
+        if not np.any(audio):
+            notes.append(f"{path}: silent input, written unchanged")
+            enhanced, probability, frame_seconds = audio, None, None
+        else:
+            result = model.enhance(network, audio, rate, placement)
+            enhanced, probability = result.audio, result.speech_probability
+            frame_seconds = result.frame_seconds
+        peak = float(np.max(np.abs(enhanced))) if len(enhanced) else 0.0
+        if peak > 1.0:
+            notes.append(f"{path}: output peaked at {peak:.2f}; clipped to ±1")
+        target = out / relative.with_suffix(".wav")
+        write_audio(target, np.clip(enhanced, -1, 1), rate)
+        if probability is not None and args.vad in ("csv", "both"):
+            write_csv(target.with_suffix(".vad.csv"),
+                      [{"frame": i, "time_s": round(i * frame_seconds, 4), "speech_probability": float(p)}
+                       for i, p in enumerate(probability)])
+        if probability is not None and args.vad in ("segments", "both"):
+            write_csv(target.with_suffix(".segments.csv"),
+                      [{"start_s": a, "end_s": b} for a, b in speech_segments(probability, frame_seconds,
+                                                                             args.threshold)],
+                      ["start_s", "end_s"])
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
+    for path, reason in failed:
+        console.print(f"[red]skipped:[/] {escape(str(path))}: {escape(reason)}", soft_wrap=True,
+                      highlight=False)
+    console.print(f"enhanced {len(files) - len(failed)} of {len(files)} file(s) with {escape(str(source))} "
+                  f"into {escape(str(out))}", soft_wrap=True, highlight=False)
+    return 1 if failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -423,6 +526,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--meta", type=Path, default=None, help="CSV/TSV with a 'file' column and --by")
     evaluate.add_argument("--out", type=Path, default=None, help="output folder (default ESTIMATE-scores)")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    enhance = commands.add_parser(
+        "enhance", help="enhance audio files or folders with a trained speech-enhancement model")
+    enhance.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    enhance.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    enhance.add_argument("--checkpoint", required=True, type=Path,
+                         help="a run directory, its model stage folder, or a training checkpoint (.pt)")
+    enhance.add_argument("--vad", choices=["none", "csv", "segments", "both"], default="none",
+                         help="also write the frame-level speech probability (NAME.vad.csv) and/or "
+                         "speech segments (NAME.segments.csv)")
+    enhance.add_argument("--threshold", type=float, default=0.5, help="speech probability for segments")
+    enhance.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    enhance.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                         help="autocast precision on CUDA (default fp32)")
+    enhance.set_defaults(func=_cmd_enhance)
 
     report = commands.add_parser("report", help="rebuild a run's report from its artefacts")
     report.add_argument("run_dir", type=Path)
