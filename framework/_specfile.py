@@ -88,6 +88,33 @@ def read_spec_file(path: Path) -> SpecText:
     return parse_spec_text(text, str(path))
 
 
+def set_path(data: dict, key: str, value: Any, source: str) -> None:
+    """Set the dotted ``key`` of ``data`` to ``value`` in place (intermediate
+    mappings are created; list items are addressed by index and must exist)."""
+    parts = key.strip().split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError(source, [SpecIssue(here, f"list index expected, 0 to {len(node) - 1}")])
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            issue = SpecIssue(here, f"cannot set a key inside a {type(node).__name__} value")
+            raise SpecError(source, [issue])
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key.path=value`` overrides (value parsed as YAML) to a copy of ``data``.
 
@@ -106,31 +133,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw_value) if raw_value.strip() else ""
         except yaml.YAMLError as exc:
             raise SpecError(source, [_yaml_issue(exc)]) from None
-        parts = key.strip().split(".")
-        node: Any = result
-        for depth, part in enumerate(parts):
-            here = ".".join(parts[: depth + 1])
-            last = depth == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise SpecError(
-                        source,
-                        [SpecIssue(here, f"list index expected, 0 to {len(node) - 1}")],
-                    )
-                if last:
-                    node[int(part)] = value
-                else:
-                    node = node[int(part)]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    if node.get(part) is None:
-                        node[part] = {}
-                    node = node[part]
-            else:
-                raise SpecError(
-                    source,
-                    [SpecIssue(here, f"cannot set a key inside a {type(node).__name__} value")],
-                )
+        set_path(result, key, value, source)
+    return result
+
+
+def apply_section(data: dict, section: str, name: str, source: str) -> dict:
+    """A copy of ``data`` with the dotted-path values of ``data[section][name]``
+    applied (a profile or a variant), the section removed, and ``name`` recorded under
+    the singular key (``profile: quick``)."""
+    import copy
+
+    options = data.get(section)
+    if not isinstance(options, dict) or name not in options:
+        known = ", ".join(options) if isinstance(options, dict) and options else "none"
+        issue = SpecIssue(section, f"no {section[:-1]} {name!r}; the spec defines: {known}")
+        raise SpecError(source, [issue])
+    values = options[name] or {}
+    if not isinstance(values, dict):
+        raise SpecError(source, [SpecIssue(f"{section}.{name}", "expected a mapping of KEY.PATH: value")])
+    result = copy.deepcopy(data)
+    del result[section]
+    for key, value in values.items():
+        set_path(result, str(key), copy.deepcopy(value), f"{source}: {section}.{name}.{key}")
+    result[section[:-1]] = name
     return result

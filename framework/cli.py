@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -102,37 +103,70 @@ def _show_plugin(registry: PluginRegistry, name: str) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, variant: str | None = None):
     from .spec import load_spec
 
-    return load_spec(args.spec, overrides=args.set or [], disabled=_disabled(args))
+    return load_spec(args.spec, overrides=args.set or [], disabled=_disabled(args),
+                     profile=getattr(args, "profile", None), variant=variant)
+
+
+def _variants(args: argparse.Namespace, resolved) -> list[str]:
+    names = list(resolved.spec.variants)
+    chosen = getattr(args, "variant", None)
+    if chosen is not None:
+        if chosen not in names:
+            raise WavelensError(f"{args.spec} has no variant {chosen!r}; its variants: "
+                                f"{', '.join(names) or 'none'}")
+        return [chosen]
+    return names
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     resolved = _load(args)
     parts = ", ".join(f"{path}={c.plugin.name}" for path, c in resolved.components.items())
-    console.print(f"[green]valid:[/] {escape(str(args.spec))} ({escape(parts or 'no components')})")
+    variants = _variants(args, resolved)
+    for name in variants:  # each variant must validate too
+        _load(args, variant=name)
+    extra = f"; variants {', '.join(variants)} valid" if variants else ""
+    console.print(f"[green]valid:[/] {escape(str(args.spec))} ({escape(parts or 'no components')}{extra})")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     resolved = _load(args)
+    variants = _variants(args, resolved)
     if args.print:
-        sys.stdout.write(yaml.safe_dump(resolved.to_dict(), sort_keys=False, allow_unicode=True))
+        shown = [_load(args, variant=name) for name in variants] or [resolved]
+        for index, spec in enumerate(shown):
+            if index:
+                sys.stdout.write("---\n")
+            sys.stdout.write(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
         return 0
+    from .report import write_comparison
     from .run import Run
 
-    run = Run(resolved, runs_dir=args.runs_dir, fresh=args.fresh)
-    directory = run.execute()
-    if run.rank != 0:  # another torchrun process: rank 0 reports
-        return 0
-    table = Table(title=escape(resolved.spec.name))
-    table.add_column("stage")
-    table.add_column("outcome")
-    for stage, outcome in run.outcomes.items():
-        table.add_row(escape(stage), escape(outcome))
-    console.print(table)
-    console.print(f"run directory: {escape(str(directory))}", soft_wrap=True, highlight=False)
+    directories: dict[str, Path] = {}
+    for name in variants or [None]:
+        spec = resolved if name is None else _load(args, variant=name)
+        if name is not None:
+            console.rule(f"variant {escape(name)}")
+        run = Run(spec, runs_dir=args.runs_dir, fresh=args.fresh)
+        directory = run.execute()
+        if run.rank != 0:  # another torchrun process: rank 0 reports
+            continue
+        table = Table(title=escape(spec.spec.name + (f" ({name})" if name else "")))
+        table.add_column("stage")
+        table.add_column("outcome")
+        for stage, outcome in run.outcomes.items():
+            table.add_row(escape(stage), escape(outcome))
+        console.print(table)
+        console.print(f"run directory: {escape(str(directory))}", soft_wrap=True, highlight=False)
+        directories[name or ""] = directory
+    if len(directories) > 1:
+        digest = hashlib.sha256("".join(str(d) for d in directories.values()).encode()).hexdigest()[:8]
+        folder = next(iter(directories.values())).parent / f"variants-{digest}"
+        written = write_comparison(folder, directories, resolved.spec.name)
+        console.print(f"variants compared: {escape(str(written[0]))}", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -459,14 +493,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("spec", type=Path, help="the experiment spec (YAML)")
         sub.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                          help="override a spec value, e.g. --set train.steps=200")
+        sub.add_argument("--profile", default=None,
+                         help="apply one of the spec's profiles (e.g. quick, full) before --set")
 
     validate = commands.add_parser("validate", help="check a spec without running it")
     add_spec_arguments(validate)
+    validate.add_argument("--variant", default=None, help="validate only this one of the spec's variants")
     validate.set_defaults(func=_cmd_validate)
 
     run = commands.add_parser("run", help="run or resume an experiment")
     add_spec_arguments(run)
     run.add_argument("--print", action="store_true", help="print the resolved spec and exit")
+    run.add_argument("--variant", default=None, help="run only this one of the spec's variants")
     run.add_argument("--fresh", action="store_true",
                      help="start a new run directory and reuse no earlier stage")
     add_runs_dir(run)

@@ -18,7 +18,7 @@ import markdown
 from .errors import WavelensError
 from .io import read_json, write_text
 
-__all__ = ["write_report", "render_markdown", "summary_tables", "summary_markdown"]
+__all__ = ["write_report", "write_comparison", "render_markdown", "summary_tables", "summary_markdown"]
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
@@ -158,6 +158,72 @@ pre { background: #f6f6f6; padding: .75rem; overflow-x: auto; } img { max-width:
 """
 
 
+def _page(title: str, text: str, base: Path) -> str:
+    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+    return (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>\n{_embed_images(body, base)}\n</body></html>\n"
+    )
+
+
+def _variant_row(name: str, run_dir: Path) -> dict:
+    """One variant's row: parameters (model stage) and metric means (metrics stage)."""
+    row: dict = {"variant": name, "run": run_dir.name}
+    model = run_dir / "stages" / "model" / "stage.json"
+    if model.is_file():
+        row["parameters"] = read_json(model).get("summary", {}).get("parameters")
+    metrics = run_dir / "stages" / "metrics" / "metrics.json"
+    if metrics.is_file():
+        record = read_json(metrics)
+        if record.get("overall"):
+            overall = record["overall"][0]
+            row.update({k: v for k, v in overall.items() if k != "set"})
+        else:
+            for result in record.get("results", []):
+                value = result["value"]
+                if isinstance(value, dict):
+                    row.update(value)
+                else:
+                    row[result["metric"]] = value
+    return row
+
+
+def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Path]:
+    """The variants of one spec side by side (the layout of the CSM-VANet paper's
+    Table I: a row per variant, #Param. and the metric means): ``table.csv``,
+    ``table.json``, ``report.md`` and ``report.html`` in ``folder``, linking each run's
+    own report."""
+    from .evaluation import TABLE_NAMES, TABLE_ORDER
+    from .io import write_csv, write_json
+
+    rows = [_variant_row(name, Path(run)) for name, run in runs.items()]
+    present = {k for row in rows for k in row}
+    metrics = [k for k in TABLE_ORDER if k in present]
+    header = ["variant", "#Param.", *(TABLE_NAMES[k] for k in metrics), "files scored"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for row in rows:
+        params = row.get("parameters")
+        cells = [row["variant"], f"{params / 1e6:.2f}M" if isinstance(params, (int, float)) else "–"]
+        for key in metrics:
+            value = row.get(key)
+            cells.append(f"{value:.2f}" if isinstance(value, (int, float)) and value == value else "–")
+        scored = f"{row['scored']} of {row['files']}" if "scored" in row else "–"
+        lines.append("| " + " | ".join([*cells, scored]) + " |")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(folder / "table.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
+    write_json(folder / "table.json", {"title": title, "rows": rows})
+    links = "\n".join(
+        f"- `{name}`: [{Path(run).name}]({Path('..') / Path(run).name / 'report.md'})"
+        for name, run in runs.items()
+    )
+    text = (f"# {title}: variants compared\n\n" + "\n".join(lines)
+            + "\n\nMeans over the scored test items of each variant's metrics stage; #Param. from its "
+            "model stage. Each variant's own report:\n\n" + links + "\n")
+    write_text(folder / "report.md", text)
+    write_text(folder / "report.html", _page(title, text, folder))
+    return [folder / "report.md", folder / "report.html"]
+
+
 def write_report(run_dir: Path, formats: list[str] | None = None) -> list[Path]:
     """Write the report of ``run_dir`` in ``formats`` (default: the spec's)."""
     run_dir = Path(run_dir)
@@ -169,12 +235,6 @@ def write_report(run_dir: Path, formats: list[str] | None = None) -> list[Path]:
         write_text(run_dir / "report.md", text)
         written.append(run_dir / "report.md")
     if "html" in formats:
-        body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-        title = html.escape(record["name"])
-        page = (
-            f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{_STYLE}</style></head><body>\n{_embed_images(body, run_dir)}\n</body></html>\n"
-        )
-        write_text(run_dir / "report.html", page)
+        write_text(run_dir / "report.html", _page(record["name"], text, run_dir))
         written.append(run_dir / "report.html")
     return written

@@ -225,8 +225,10 @@ class Run:
         runs_dir: Path | None = None,
         fresh: bool = False,
         placement: Placement | None = None,
+        label: str | None = None,
     ):
         self.resolved = resolved
+        self.label = label if label is not None else resolved.spec.variant
         self.spec = resolved.spec
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self.fresh = fresh
@@ -262,6 +264,8 @@ class Run:
             if same:
                 return same[-1]
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        if self.label:
+            stamp = f"{stamp}-{self.label}"
         candidate = self.experiment_dir / f"{stamp}-{self.run_hash}"
         count = 1
         while candidate.exists():  # --fresh twice within a second

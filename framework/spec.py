@@ -26,12 +26,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
 
-from ._specfile import SpecText, apply_overrides, parse_spec_text, read_spec_file
+from ._specfile import SpecText, apply_overrides, apply_section, parse_spec_text, read_spec_file
 from .contributions import Kind
 from .device import DEVICE_PATTERN
 from .errors import PluginError, SpecError, SpecIssue, StageError
@@ -137,6 +138,9 @@ class EvaluationSpec(_Strict):
         return self.per_item or bool(self.by)
 
 
+VariantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=40)]
+
+
 class ReportSpec(_Strict):
     formats: list[Literal["md", "html"]] = Field(default_factory=lambda: ["md", "html"])
 
@@ -159,6 +163,17 @@ class ExperimentSpec(_Strict):
     metrics: list[Component] = Field(default_factory=list)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named sets of KEY.PATH: value changes, applied with --profile NAME",
+    )
+    profile: str | None = Field(None, description="the profile applied (set by --profile)")
+    variants: dict[VariantName, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named sets of KEY.PATH: value changes; `wavelens run` runs each as its own run "
+        "and compares them in one table",
+    )
+    variant: str | None = Field(None, description="the variant this run is (set by wavelens run)")
 
     @model_validator(mode="after")
     def _stages_have_inputs(self) -> ExperimentSpec:
@@ -377,9 +392,19 @@ def _resolve(
     overrides: list[str],
     disabled: Iterable[str] | None,
     registry_file: Path | None,
+    profile: str | None = None,
+    variant: str | None = None,
 ) -> ResolvedSpec:
+    # A profile first, then --set, then a variant: a variant changes what it names
+    # in whichever profile was chosen.
+    if profile is not None:
+        text = SpecText(apply_section(text.data, "profiles", profile, text.source), text.lines, text.source)
+    elif isinstance(text.data, dict) and text.data.get("profiles"):
+        text = SpecText({k: v for k, v in text.data.items() if k != "profiles"}, text.lines, text.source)
     if overrides:
         text = SpecText(apply_overrides(text.data, overrides), text.lines, text.source)
+    if variant is not None:
+        text = SpecText(apply_section(text.data, "variants", variant, text.source), text.lines, text.source)
     spec = validate_envelope(text, spec_dir)
     missing = [
         SpecIssue(f"plugins.{i}", f"plugin file {p} does not exist", text.line_of(("plugins", str(i))))
@@ -405,15 +430,18 @@ def load_spec(
     overrides: list[str] | None = None,
     disabled: Iterable[str] | None = None,
     registry_file: Path | None = None,
+    profile: str | None = None,
+    variant: str | None = None,
 ) -> ResolvedSpec:
-    """Read, override, validate and resolve the spec at ``path``.
+    """Read, override, validate and resolve the spec at ``path``: the ``profile``'s
+    changes, then ``overrides`` (``KEY.PATH=VALUE``), then the ``variant``'s.
 
     Raises :class:`SpecError` for every problem in the spec itself, and
     :class:`PluginError` when a plugin cannot be loaded.
     """
     path = Path(path)
     text = read_spec_file(path)
-    return _resolve(text, path.resolve().parent, overrides or [], disabled, registry_file)
+    return _resolve(text, path.resolve().parent, overrides or [], disabled, registry_file, profile, variant)
 
 
 def load_spec_text(

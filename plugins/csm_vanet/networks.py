@@ -294,6 +294,9 @@ class CSMVANet(nn.Module):
                                          nn.Conv2d(first, 1, 1))
         self.vad = (VADDecoder([*channels, channels[-1]], [*self.bins[1:], self.bins[-1]])
                     if vad_decoder else None)
+        # Channels-last weights make every 2-D conv run channels-last: on the CPU
+        # (oneDNN) the depthwise convolutions' backward passes are ~10× faster so.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, noisy: torch.Tensor) -> dict[str, torch.Tensor | None]:
         if noisy.dim() == 3:
@@ -304,7 +307,8 @@ class CSMVANet(nn.Module):
         with torch.autocast(noisy.device.type, enabled=False):
             spec = self.spectra.analyse(noisy.float() * scale)  # (B, 2, T, F)
         magnitude = torch.linalg.vector_norm(spec, dim=1, keepdim=True)
-        x = self.input_conv(torch.cat([magnitude, spec], dim=1))
+        features = torch.cat([magnitude, spec], dim=1).contiguous(memory_format=torch.channels_last)
+        x = self.input_conv(features)
         skips = []
         for block in self.encoder:
             x = block(x)
