@@ -249,14 +249,21 @@ class EnhancementLoop(TrainingLoop):
                 f"lr {entry['lr']:.2e}  {entry['steps_per_s']:.2f} steps/s")
 
     def extra_state(self) -> dict[str, Any]:
+        # The global generators drive dropout: kept, so a resumed run continues exactly.
+        cuda = self.placement.device.type == "cuda"
         return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "validations": self.validations}
+                "scaler": self.scaler.state_dict(), "validations": self.validations,
+                "cpu_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.placement.device) if cuda else None}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.validations = list(state["validations"])
+        torch.set_rng_state(state["cpu_rng"])
+        if state.get("cuda_rng") is not None and self.placement.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.placement.device)
 
     def parameters_for_checksum(self) -> list[torch.Tensor]:
         return list(self.network.state_dict().values())

@@ -158,11 +158,15 @@ class RelativeAttention(nn.Module):
         b, n, _ = x.shape
         q = self.to_q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         k, v = self.to_kv(x).view(b, n, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # Shaw's term q_i·r_{clamp(i−j)}: q against the n·2−1 embeddings the distances
+        # use, then gathered to (i, j) — never the (n, n, d) tensor of embeddings.
+        low = max(0, self.max_distance - (n - 1))
+        high = min(2 * self.max_distance, self.max_distance + n - 1)
+        table = self.rel_pos.weight[low : high + 1].to(q.dtype)
         position = torch.arange(n, device=x.device)
         distance = (position[:, None] - position[None, :]).clamp(-self.max_distance, self.max_distance)
-        rel = self.rel_pos(distance + self.max_distance).to(q.dtype)  # (n, n, d)
-        # q·rel for every (i, j), added to the attention logits as a bias.
-        bias = torch.einsum("bhid,ijd->bhij", q, rel) * self.scale
+        index = (distance + self.max_distance - low).expand(b, self.heads, n, n)
+        bias = torch.gather(q @ table.T, -1, index) * self.scale
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.dropout(self.to_out(out.transpose(1, 2).reshape(b, n, -1)))
 
