@@ -99,6 +99,10 @@ def score_pair(
         est, est_rate = read_audio(estimate, channels="mix")
     except AudioError as error:
         return {**row, "status": "error", "reason": str(error)}
+    for side, path in (("reference", reference), ("estimate", estimate)):
+        channels = _channels(path)
+        if channels > 1:
+            notes.append(f"the {side} has {channels} channels, mixed to mono")
     if ref_rate != est_rate:
         return {
             **row,
@@ -130,6 +134,15 @@ def score_pair(
             reason = f"{metric_name}: {type(error).__name__}: {error}".strip()
             return {**row, "status": "error", "reason": reason}
     return row
+
+
+def _channels(path: Path) -> int:
+    import soundfile
+
+    try:
+        return soundfile.info(str(path)).channels
+    except (RuntimeError, soundfile.LibsndfileError):  # read_audio has read it already
+        return 1
 
 
 _WORKER_METRICS: Mapping[str, Metric] = {}
@@ -196,9 +209,17 @@ def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None)
         key = ("all",) if not keys else tuple(row.get(k, "") for k in keys)
         groups.setdefault(key, []).append(row)
 
+    def number(value: Any) -> float | None:
+        if isinstance(value, bool):
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(number) else number
+
     def order(key: tuple) -> tuple:
-        return tuple((0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool)
-                     else (1, 0.0, str(v)) for v in key)
+        return tuple((1, 0.0, str(v)) if number(v) is None else (0, number(v), "") for v in key)
 
     summary = []
     for key in sorted(groups, key=order) if keys else groups:
@@ -278,12 +299,23 @@ def score_item(metrics: Mapping[str, Metric], preds: Any, target: Any) -> tuple[
             metric.reset()
             metric.update(batch_of_one(preds), batch_of_one(target))
             for key, value in _values(name, metric.compute()).items():
-                row[key if key not in row else f"{name}_{key}"] = value
+                column = _column(name, key)
+                if column in row and row[column] == value:
+                    continue  # the same quantity from two metrics (composite's PESQ)
+                row[column if column not in row else f"{name}_{key}"] = value
             states[name] = metric.state()
         except Exception as error:  # any metric's failure is this item's error entry
             reason = f"{name}: {type(error).__name__}: {error}".strip()
             return {"status": "error", "reason": reason}, {}
     return row, states
+
+
+def _column(metric: str, key: str) -> str:
+    """A per-item column: the papers' names (pesq, csig, ..., llr, wss) as they are,
+    other keys of a metric's result prefixed with its name (vad_accuracy)."""
+    if key == metric or key in TABLE_NAMES or key in ("llr", "wss") or key.startswith(f"{metric}_"):
+        return key
+    return f"{metric}_{key}"
 
 
 def _score_job(job: tuple[Any, Any]) -> tuple[dict[str, Any], dict]:

@@ -702,7 +702,8 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
         group = [k for k in by if k not in ("item", "status", "reason")]
         columns = ["item", *group, "status", "reason", *metric_columns(rows, by)]
         write_csv(ctx.workdir / "scores.csv", rows, columns)
-        overall, grouped = summarize(rows), summarize(rows, by) if by else []
+        overall = summarize([{k: v for k, v in r.items() if k not in by} for r in rows])
+        grouped = summarize(rows, by) if by else []
         record.update(overall=overall, grouped=grouped, by=by)
         scored = sum(r["status"] == "ok" for r in rows)
         report[0] = (f"Scored {scored} of {len(rows)} items of the `{evaluation.split}` split "

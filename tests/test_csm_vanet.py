@@ -9,11 +9,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import SHARED_DATA
 from framework import Run, StageContext, TrainSpec, load_spec, resolve_placement
 from framework.cli import main, speech_segments
 from plugins.csm_vanet.model import CSMVANetModel, CSMVANetParams, EnhancementLoop, enhance_16k, loss_terms
 from plugins.csm_vanet.networks import CSMVANet, Spectra, count_parameters
+
+from conftest import SHARED_DATA
 
 CPU = resolve_placement("cpu")
 SMALL = {"channels": (8, 16), "conformers": 1, "dropout": 0.0}
@@ -264,7 +265,7 @@ def test_the_metrics_stage_scores_enhanced_items_one_by_one(small_run, tmp_path)
     ])
     directory = Run(spec, runs_dir=tmp_path / "runs2").execute()
     rows = (directory / "stages" / "metrics" / "scores.csv").read_text().splitlines()
-    assert rows[0].startswith("item,status,reason,pesq,stoi,accuracy")
+    assert rows[0].startswith("item,status,reason,pesq,stoi,vad_accuracy")
     assert len(rows) == 5 and all(",ok," in row for row in rows[1:])
     report = (directory / "stages" / "metrics" / "report.md").read_text()
     assert "Scored 4 of 4 items" in report and "| set | PESQ | STOI |" in report

@@ -176,3 +176,34 @@ def test_a_spec_trains_probes_and_generates_on_cuda_in_bf16(tmp_path):
     assert (run / "stages" / "probe.0" / "lexical.json").exists()
     layers = json.loads((run / "stages" / "probe.1" / "layers.json").read_text())["layers"]
     assert layers == {f"q_network.act{i}": 16384 // 4**i for i in range(1, 6)}
+
+
+def test_csm_vanet_on_cuda_agrees_with_the_cpu_and_trains_in_bf16(exact_fp32):
+    from plugins.csm_vanet.model import CSMVANetParams, loss_terms
+    from plugins.csm_vanet.networks import CSMVANet
+
+    torch.manual_seed(0)
+    network = CSMVANet((8, 16, 32, 64), 1, dropout=0.0).eval()
+    noisy = torch.randn(2, 8037) * 0.1
+    with torch.no_grad():
+        cpu = network(noisy)
+        network.cuda()
+        gpu = network(noisy.cuda())
+    assert _relative(gpu["audio"].cpu(), cpu["audio"]) < 1e-4
+    assert _relative(gpu["vad"].cpu(), cpu["vad"]) < 1e-4
+    network.train()
+    params = CSMVANetParams()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=params.lr)
+    clean = (noisy * 0.5).cuda()
+    vad = torch.ones(2, 8037 // 100 + 1, device="cuda")
+    placement = resolve_placement("cuda", "bf16")
+    losses = []
+    for _ in range(3):
+        with placement.autocast():
+            out = network(noisy.cuda())
+        terms = loss_terms(network, out, clean, vad, params)
+        optimizer.zero_grad()
+        terms["total"].backward()
+        optimizer.step()
+        losses.append(terms["total"].item())
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

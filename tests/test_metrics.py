@@ -175,18 +175,23 @@ def test_bad_pairs_become_error_entries_and_the_rest_is_scored(tmp_path):
     _write(clean, "nan.wav", x)
     _write(noisy, "nan.wav", np.where(np.arange(len(x)) == 100, np.nan, x), subtype="FLOAT")
     _write(clean, "lonely.wav", x)
+    _write(clean, "stereo.wav", x)
+    _write(noisy, "stereo.wav", np.stack([x + noise, x - noise], axis=1))
     rows, notes = evaluate_folders(clean, noisy, _metrics(), workers=1)
     status = {r["file"]: (r["status"], r["reason"]) for r in rows}
     assert status["good.wav"] == ("ok", "")
+    stereo = next(r for r in rows if r["file"] == "stereo.wav")
+    assert stereo["status"] == "ok" and stereo["notes"] == "the estimate has 2 channels, mixed to mono"
     assert "silent" in status["silent.wav"][1]
     assert "shorter than 0.25 s" in status["short.wav"][1]
     assert "sample rates differ" in status["rates.wav"][1]
     assert "NaN" in status["nan.wav"][1] or "finite" in status["nan.wav"][1]
     assert notes == ["1 reference file(s) have no estimate: lonely.wav"]
     summary = summarize(rows)
-    assert summary[0]["scored"] == 1 and summary[0]["files"] == 5
-    assert summary[0]["pesq"] == pytest.approx(next(r for r in rows if r["file"] == "good.wav")["pesq"])
-    assert "1 of 5" in summary_markdown(summary)
+    assert summary[0]["scored"] == 2 and summary[0]["files"] == 6
+    scored = [r["pesq"] for r in rows if r["status"] == "ok"]
+    assert summary[0]["pesq"] == pytest.approx(np.mean(scored))
+    assert "2 of 6" in summary_markdown(summary)
 
 
 def test_a_metric_that_fails_on_one_file_makes_an_error_entry_with_its_reason(tmp_path, monkeypatch):
@@ -295,3 +300,20 @@ def test_the_evaluate_command_writes_per_file_scores_and_a_grouped_summary(tmp_p
     summary = (tmp_path / "scores" / "summary.md").read_text()
     assert "Scored 3 of 3 paired files" in summary
     assert "| snr | STOI | SI-SDR | files scored |" in summary and "| 5 |" in summary
+
+
+def test_grouped_summaries_order_numbers_numerically_and_split_items():
+    from framework.evaluation import batch_of_one, split_items
+
+    groups = [("10", "cafe"), ("-5", "cafe"), ("5", "babble"), ("-5", "babble")]
+    rows = [{"item": str(i), "status": "ok", "reason": "", "snr": snr, "noise": noise, "pesq": float(i)}
+            for i, (snr, noise) in enumerate(groups)]
+    summary = summarize(rows, by=["snr", "noise"])
+    assert [(s["snr"], s["noise"]) for s in summary] == [("-5", "babble"), ("-5", "cafe"), ("5", "babble"),
+                                                        ("10", "cafe")]
+    table = summary_markdown(summary, by=["snr", "noise"])
+    assert table.splitlines()[0] == "| snr | noise | PESQ | files scored |"
+    preds = {"audio": [np.zeros(3), np.ones(4)], "vad": torch.zeros(2, 5)}
+    items = split_items(preds, 2)
+    assert items[1]["audio"].shape == (4,) and items[1]["vad"].shape == (5,)
+    assert batch_of_one(items[1])["vad"].shape == (1, 5) and len(batch_of_one(items[1])["audio"]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,68 @@ def test_home_of_an_unknown_user_is_a_spec_error(write_spec):
     with pytest.raises(SpecError) as caught:
         load_spec(write_spec(text))
     assert "model.weights" in issues_of(caught)
+
+
+VARIANT_SPEC = """
+    spec_version: 1
+    name: variants-demo
+    device: cpu
+    data: {plugin: tones, params: {n_train: 64, n_test: 32}}
+    model: {plugin: tiny_cnn, params: {channels: [8, 8]}}
+    train: {steps: 4, batch_size: 8}
+    metrics: [{plugin: accuracy}]
+    profiles:
+      quick: {train.steps: 2, model.params.channels: [4]}
+    variants:
+      base: {}
+      wide: {model.params.channels: [16, 16]}
+    """
+
+
+def test_a_profile_applies_its_changes_before_the_overrides(write_spec):
+    path = write_spec(VARIANT_SPEC)
+    plain = load_spec(path)
+    assert plain.spec.train.steps == 4 and plain.spec.profile is None and not plain.spec.profiles
+    quick = load_spec(path, profile="quick", overrides=["train.steps=3"])
+    assert quick.spec.profile == "quick" and quick.spec.train.steps == 3
+    assert quick.component("model").params.channels == [4]
+    with pytest.raises(SpecError, match="no profile 'fast'; the spec defines: quick"):
+        load_spec(path, profile="fast")
+
+
+def test_a_variant_applies_after_the_profile_and_is_recorded(write_spec):
+    path = write_spec(VARIANT_SPEC)
+    wide = load_spec(path, profile="quick", variant="wide")
+    assert wide.spec.variant == "wide" and not wide.spec.variants
+    assert wide.component("model").params.channels == [16, 16] and wide.spec.train.steps == 2
+
+
+def test_train_needs_steps_or_epochs_but_not_both(write_spec):
+    path = write_spec(VARIANT_SPEC)
+    for overrides, message in ((["train.steps=null"], "exactly one of steps or epochs"),
+                               (["train.epochs=2"], "exactly one of steps or epochs")):
+        with pytest.raises(SpecError, match=message):
+            load_spec(path, overrides=overrides)
+
+
+def test_run_runs_every_variant_and_compares_them_in_one_table(write_spec, tmp_path, capsys):
+    path = write_spec(VARIANT_SPEC)
+    assert main(["run", str(path), "--profile", "quick", "--runs-dir", str(tmp_path / "runs")]) == 0
+    experiment = tmp_path / "runs" / "variants-demo"
+    runs = sorted(p.name for p in experiment.iterdir() if not p.name.startswith("variants-"))
+    assert [name.split("-")[2] for name in runs] == ["base", "wide"]
+    comparisons = list(experiment.glob("variants-*/table.csv"))
+    assert len(comparisons) == 1
+    rows = comparisons[0].read_text().splitlines()
+    assert rows[0].startswith("variant,run,parameters,accuracy") and len(rows) == 3
+    wide = next(experiment.glob("*-wide-*"))
+    record = json.loads((wide / "stages" / "data" / "stage.json").read_text())
+    base = next(experiment.glob("*-base-*"))
+    assert record["key"] == json.loads((base / "stages" / "data" / "stage.json").read_text())["key"]
+    assert (wide / "stages" / "data" / "stage.json").stat().st_ino == (
+        base / "stages" / "data" / "stage.json").stat().st_ino  # prepared once, hard-linked
+    report = (comparisons[0].parent / "report.md").read_text()
+    assert "| variant | #Param. |" in report and "| wide |" in report
+    # running again reuses everything
+    assert main(["run", str(path), "--profile", "quick", "--runs-dir", str(tmp_path / "runs"),
+                 "--variant", "wide"]) == 0
