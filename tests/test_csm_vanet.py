@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from framework import Run, StageContext, TrainSpec, load_spec, resolve_placement
+from framework import CheckpointManager, Run, StageContext, TrainSpec, load_spec, resolve_placement
 from framework.cli import main, speech_segments
 from plugins.csm_vanet.model import CSMVANetModel, CSMVANetParams, EnhancementLoop, enhance_16k, loss_terms
 from plugins.csm_vanet.networks import CSMVANet, Spectra, count_parameters
@@ -277,3 +278,34 @@ def test_a_model_without_the_vad_decoder_is_still_enhanced(tmp_path):
     result = model.enhance(network, np.random.default_rng(2).standard_normal(8000).astype(np.float32) * 0.1,
                            8000, CPU)
     assert result.audio.shape == (8000,) and result.speech_probability is None
+
+
+def _distributed_worker(rank: int, world: int, port: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(1)
+        network = CSMVANet((8, 16), 1)
+        torch.manual_seed(2 + rank)  # different dropout streams, as on separate machines
+        ctx = StageContext("model", Path(folder), CPU, 3, logging.getLogger("test"), Path(folder), rank=rank,
+                           world=world, _dataset=lambda: {"train": _Pairs(8)})
+        params = CSMVANetParams(channels=[8, 16], conformers=1, validation_files=0)
+        EnhancementLoop(network, params, ctx, TrainSpec(steps=2, batch_size=4, log_every=1)).run()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_training_in_two_processes_keeps_the_replicas_identical(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_distributed_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    step, state = CheckpointManager(tmp_path / "checkpoints").latest()
+    assert step == 2
+    checksums = state["replica_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]

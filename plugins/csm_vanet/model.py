@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
@@ -211,6 +212,11 @@ class EnhancementLoop(TrainingLoop):
         self.average_gradients(self.network.parameters())
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.world > 1:
+            # BatchNorm's running statistics follow each process's share of the batch:
+            # rank 0's are kept everywhere (what DistributedDataParallel does).
+            for buffer in self.network.buffers():
+                dist.broadcast(buffer, 0)
         return {**{k: v.detach() for k, v in terms.items()}, "lr": torch.tensor(lr)}
 
     def after_step(self, step: int) -> None:
