@@ -52,12 +52,12 @@ def test_demo_spec_runs_end_to_end_on_the_cpu():
 
 
 def test_interrupted_training_resumes_bit_for_bit(monkeypatch):
-    import plugins.toy.tiny_cnn as tiny
+    from framework import CheckpointManager
 
     uninterrupted = Run(load_spec(DEMO, overrides=[*SMALL, "train.steps=8"]), fresh=True).execute()
 
     calls = {"n": 0}
-    real_save = tiny.CheckpointManager.save
+    real_save = CheckpointManager.save
 
     def save_then_stop(self, step, state):
         real_save(self, step, state)
@@ -65,12 +65,12 @@ def test_interrupted_training_resumes_bit_for_bit(monkeypatch):
         if step == 6 and calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tiny.CheckpointManager, "save", save_then_stop)
+    monkeypatch.setattr(CheckpointManager, "save", save_then_stop)
     spec = load_spec(DEMO, overrides=[*SMALL, "train.steps=8"])
     run = Run(spec, fresh=True)
     with pytest.raises(RunInterrupted):
         run.execute()
-    monkeypatch.setattr(tiny.CheckpointManager, "save", real_save)
+    monkeypatch.setattr(CheckpointManager, "save", real_save)
     resumed = Run(spec).execute()  # picks the interrupted directory up again
     assert resumed == run.directory != uninterrupted
 
