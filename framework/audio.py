@@ -90,6 +90,15 @@ def read_audio(
     return samples, rate
 
 
+def audio_channels(path: str | os.PathLike) -> int:
+    """The number of channels of an audio file (1 when its header cannot be read:
+    :func:`read_audio` reports that file's problem)."""
+    try:
+        return sf.info(str(path)).channels
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return 1
+
+
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Resample a 1-D float signal with torchaudio's band-limited sinc filter."""
     if from_rate == to_rate:

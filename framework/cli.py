@@ -322,9 +322,8 @@ def speech_segments(probability, frame_seconds: float, threshold: float = 0.5,
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
     import numpy as np
-    import soundfile as sf
 
-    from .audio import AudioError, read_audio, write_audio
+    from .audio import AudioError, audio_channels, read_audio, write_audio
     from .console import progress
     from .device import resolve_placement
     from .io import write_csv
@@ -338,11 +337,11 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     notes: list[str] = []
     for path, relative in progress(files, total=len(files), description="enhancing"):
         try:
-            channels = sf.info(str(path)).channels
             audio, rate = read_audio(path, channels="mix")
-        except (AudioError, RuntimeError) as exc:
+        except AudioError as exc:
             failed.append((path, str(exc)))
             continue
+        channels = audio_channels(path)
         if channels > 1:
             notes.append(f"{path}: {channels} channels mixed to mono")
         if not np.any(audio):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import AUDIO_SUFFIXES, AudioError, read_audio, resample
+from .audio import AUDIO_SUFFIXES, AudioError, audio_channels, read_audio, resample
 from .components import Metric
 from .errors import WavelensError
 
@@ -100,7 +100,7 @@ def score_pair(
     except AudioError as error:
         return {**row, "status": "error", "reason": str(error)}
     for side, path in (("reference", reference), ("estimate", estimate)):
-        channels = _channels(path)
+        channels = audio_channels(path)
         if channels > 1:
             notes.append(f"the {side} has {channels} channels, mixed to mono")
     if ref_rate != est_rate:
@@ -124,25 +124,8 @@ def score_pair(
         return {**row, "status": "error", "reason": "the reference is silent (all zeros)"}
     if not np.any(est):
         return {**row, "status": "error", "reason": "the estimate is silent (all zeros)"}
-    ref64, est64 = ref.astype(np.float64), est.astype(np.float64)
-    for metric_name, metric in metrics.items():
-        try:
-            metric.reset()
-            metric.update([est64], [ref64])
-            row.update(_values(metric_name, metric.compute()))
-        except Exception as error:  # any metric's failure is this file's error entry
-            reason = f"{metric_name}: {type(error).__name__}: {error}".strip()
-            return {**row, "status": "error", "reason": reason}
-    return row
-
-
-def _channels(path: Path) -> int:
-    import soundfile
-
-    try:
-        return soundfile.info(str(path)).channels
-    except (RuntimeError, soundfile.LibsndfileError):  # read_audio has read it already
-        return 1
+    values, _ = score_item(metrics, est.astype(np.float64), ref.astype(np.float64))
+    return {**row, **values}
 
 
 _WORKER_METRICS: Mapping[str, Metric] = {}
@@ -200,8 +183,8 @@ def metric_columns(rows: list[dict[str, Any]], by: str | Sequence[str] | None = 
 
 def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Mean of every metric over the scored files: one row (Table I's layout), or
-    one per value of the column(s) ``by`` (Table II's: noise type, SNR), in order of
-    first appearance, numbers sorted numerically."""
+    one per value of the column(s) ``by`` (Table II's: noise type, SNR), groups sorted
+    with numbers (also numeric text such as "-5") numerically, before other text."""
     columns = metric_columns(rows, by)
     keys = _by_columns(by)
     groups: dict[tuple, list[dict[str, Any]]] = {}

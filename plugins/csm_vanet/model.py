@@ -182,19 +182,22 @@ class EnhancementLoop(TrainingLoop):
                                            weight_decay=params.weight_decay)
         self.scaler = ctx.placement.grad_scaler()
         self.validations: list[dict[str, float]] = []
+        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, permutation)
 
     def epoch_of(self, step: int) -> int:
         return (step - 1) // self.steps_per_epoch
 
     def batch(self, step: int) -> dict[str, Any]:
         epoch, position = divmod(step - 1, self.steps_per_epoch)
-        generator = torch.Generator().manual_seed(self.seed * 1009 + epoch)
-        order = torch.randperm(len(self.data), generator=generator)
+        if self._order is None or self._order[0] != epoch:  # one permutation per epoch
+            generator = torch.Generator().manual_seed(self.seed * 1009 + epoch)
+            self._order = (epoch, torch.randperm(len(self.data), generator=generator))
+            self.data.set_epoch(epoch)
+        order = self._order[1]
         size = self.train_spec.batch_size
         indices = order[position * size : (position + 1) * size]
         share = size // self.world
         indices = indices[self.rank * share : (self.rank + 1) * share]
-        self.data.set_epoch(epoch)
         return collate_items([self.data[int(i)] for i in indices])
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
