@@ -1,12 +1,17 @@
+# make paper  set up, then reproduce Beguš & Zhou's analysis on the embedded corpus
+#             (specs/ciwgan_8words.yaml, quick profile; about 15 minutes on 2 cores)
 # make demo   set up, then run the embedded default experiment
 # make test   set up, then run the default (fast) test suite
 VENV ?= .venv
 PYTEST = $(VENV)/bin/python -m pytest
 
-.PHONY: setup demo test test-slow test-cuda bench lint clean
+.PHONY: setup paper demo test test-slow test-cuda bench lint clean
 
 setup:
 	scripts/setup.sh
+
+paper: setup
+	$(VENV)/bin/wavelens run specs/ciwgan_8words.yaml --profile quick
 
 demo: setup
 	$(VENV)/bin/wavelens run specs/demo.yaml

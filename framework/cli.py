@@ -161,12 +161,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             table.add_row(escape(stage), escape(outcome))
         console.print(table)
         console.print(f"run directory: {escape(str(directory))}", soft_wrap=True, highlight=False)
+        for report in ("report.html", "report.md"):
+            if (directory / report).is_file():
+                console.print(f"report: {escape(str(directory / report))}", soft_wrap=True,
+                              highlight=False)
+                break
         directories[name or ""] = directory
     if len(directories) > 1:
         digest = hashlib.sha256("".join(str(d) for d in directories.values()).encode()).hexdigest()[:8]
         folder = next(iter(directories.values())).parent / f"variants-{digest}"
         written = write_comparison(folder, directories, resolved.spec.name)
-        console.print(f"variants compared: {escape(str(written[0]))}", soft_wrap=True, highlight=False)
+        console.print(f"variants compared: {escape(str(written[-1]))}", soft_wrap=True, highlight=False)
     return 0
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import markdown
 
 from .errors import WavelensError
-from .io import read_json, write_text
+from .evaluation import TABLE_NAMES, TABLE_ORDER
+from .io import read_json, write_csv, write_json, write_text
 
-__all__ = ["write_report", "write_comparison", "render_markdown", "summary_tables", "summary_markdown"]
+__all__ = ["write_report", "write_comparison", "rewrite_comparison", "render_markdown", "summary_tables",
+           "summary_markdown"]
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
@@ -91,9 +93,16 @@ def render_markdown(run_dir: Path, record: dict | None = None) -> str:
     lines = [f"# {record['name']}", ""]
     if record.get("description"):
         lines += [record["description"], ""]
+    chosen = ""
+    spec_file = run_dir / "spec.yaml"
+    if spec_file.is_file():
+        import yaml
+
+        stored = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
+        chosen = "".join(f", {key} `{stored[key]}`" for key in ("profile", "variant") if stored.get(key))
     lines += [
         f"- run: `{run_dir.name}` ({record.get('status')}, created {record.get('created')})",
-        f"- spec: `{record.get('spec_source')}` (seed {record.get('seed')})",
+        f"- spec: `{record.get('spec_source')}` (seed {record.get('seed')}{chosen})",
         f"- device: {device.get('device')} ({device.get('precision')}), torch {device.get('torch')}",
         f"- wavelens revision: {git.get('revision') or 'unknown'}"
         + (" (with uncommitted changes)" if git.get("dirty") else ""),
@@ -175,6 +184,8 @@ def _variant_row(name: str, run_dir: Path) -> dict:
     metrics = run_dir / "stages" / "metrics" / "metrics.json"
     if metrics.is_file():
         record = read_json(metrics)
+        if record.get("grouped") and record.get("by"):
+            row["_grouped"], row["_by"] = record["grouped"], record["by"]
         if record.get("overall"):
             overall = record["overall"][0]
             row.update({k: v for k, v in overall.items() if k != "set"})
@@ -188,22 +199,92 @@ def _variant_row(name: str, run_dir: Path) -> dict:
     return row
 
 
+def _number(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) and value == value else "–"
+
+
+def _group_label(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], list[dict]]:
+    """The variants' grouped metric means in the layout of the CSM-VANet paper's
+    Table II: a row per value of the first grouping column (SNR) and variant, and,
+    with a second grouping column (noise type), a block of metric columns per value
+    of it plus an "Average" block (the mean over every scored item of that row).
+
+    Returns ``(header, rows, records)``; ``records`` are the table's cells as numbers
+    (one dict per table row) for ``table_grouped.csv``."""
+    with_groups = [row for row in rows if row.get("_grouped")]
+    if not with_groups:
+        return [], [], []
+    by = with_groups[0]["_by"]
+    row_key, column_key = by[0], (by[1] if len(by) > 1 else None)
+    present = {k for row in with_groups for g in row["_grouped"] for k in g}
+    metrics = [k for k in TABLE_ORDER if k in present]
+
+    def order(value: object) -> tuple:
+        try:
+            return (0, float(value), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(value))
+
+    row_values = sorted({g.get(row_key) for r in with_groups for g in r["_grouped"]}, key=order)
+    column_values = (sorted({g.get(column_key) for r in with_groups for g in r["_grouped"]}, key=order)
+                     if column_key else [])
+    blocks = [*(_group_label(v) for v in column_values), "Average"] if column_key else [""]
+    header = [row_key, "method"]
+    for block in blocks:
+        header += [f"{block} {TABLE_NAMES[m]}".strip() for m in metrics]
+    table, records = [], []
+    for value in row_values:
+        for row in with_groups:
+            groups = [g for g in row["_grouped"] if g.get(row_key) == value]
+            if not groups:
+                continue
+            record: dict = {row_key: value, "method": row["variant"]}
+            cells = [_group_label(value), row["variant"]]
+            for block, column_value in zip(blocks, [*column_values, None] if column_key else [None],
+                                           strict=True):
+                members = groups if column_value is None else [
+                    g for g in groups if g.get(column_key) == column_value]
+                for metric in metrics:
+                    weighted = [(g[metric], g.get("scored", 1)) for g in members
+                                if isinstance(g.get(metric), (int, float)) and g[metric] == g[metric]]
+                    total = sum(w for _, w in weighted)
+                    mean = sum(v * w for v, w in weighted) / total if total else float("nan")
+                    record[f"{block} {metric}".strip()] = mean
+                    cells.append(_number(mean))
+            table.append(cells)
+            records.append(record)
+    return header, table, records
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
 def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Path]:
     """The variants of one spec side by side (the layout of the CSM-VANet paper's
-    Table I: a row per variant, #Param. and the metric means): ``table.csv``,
-    ``table.json``, ``report.md`` and ``report.html`` in ``folder``, linking each run's
-    own report."""
-    from .evaluation import TABLE_NAMES, TABLE_ORDER
-    from .io import write_csv, write_json
-
+    Table I: a row per variant, #Param. and the metric means; and, when the metrics
+    stage grouped its items with ``evaluation.by``, Table II's layout too):
+    ``table.csv``, ``table.json``, ``table_grouped.csv``, ``report.md`` and
+    ``report.html`` in ``folder``, linking each run's own report."""
     rows = [_variant_row(name, Path(run)) for name, run in runs.items()]
+    group_header, group_rows, group_records = grouped_comparison(rows)
+    rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
     present = {k for row in rows for k in row}
     metrics = [k for k in TABLE_ORDER if k in present]
     header = ["variant", "#Param.", *(TABLE_NAMES[k] for k in metrics), "files scored"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     for row in rows:
         params = row.get("parameters")
-        cells = [row["variant"], f"{params / 1e6:.2f}M" if isinstance(params, (int, float)) else "–"]
+        shown = "–" if not isinstance(params, (int, float)) else (
+            "0" if params == 0 else f"{params / 1e6:.2f}M")
+        cells = [row["variant"], shown]
         for key in metrics:
             value = row.get(key)
             cells.append(f"{value:.2f}" if isinstance(value, (int, float)) and value == value else "–")
@@ -211,22 +292,48 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
         lines.append("| " + " | ".join([*cells, scored]) + " |")
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / "table.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
-    write_json(folder / "table.json", {"title": title, "rows": rows})
+    write_json(folder / "table.json", {"title": title, "runs": [[n, Path(r).name] for n, r in runs.items()],
+                                       "rows": rows, "grouped": group_records})
     links = "\n".join(
         f"- `{name}`: [{Path(run).name}]({Path('..') / Path(run).name / 'report.md'})"
         for name, run in runs.items()
     )
-    text = (f"# {title}: variants compared\n\n" + "\n".join(lines)
+    text = (f"# {title}: variants compared\n\n**Table I layout.**\n\n" + "\n".join(lines)
             + "\n\nMeans over the scored test items of each variant's metrics stage; #Param. from its "
-            "model stage. Each variant's own report:\n\n" + links + "\n")
+            "model stage.\n")
+    if group_rows:
+        write_csv(folder / "table_grouped.csv", group_records, list(group_records[0]))
+        text += ("\n**Table II layout.** Means by " + " and ".join(f"`{h}`" for h in group_header[:1])
+                 + (" (rows) and noise type (column blocks; Average: every item of the row)"
+                    if any(h.startswith("Average") for h in group_header) else "")
+                 + ":\n\n" + "\n".join(_markdown_table(group_header, group_rows)) + "\n")
+    text += "\nEach variant's own report:\n\n" + links + "\n"
     write_text(folder / "report.md", text)
     write_text(folder / "report.html", _page(title, text, folder))
     return [folder / "report.md", folder / "report.html"]
 
 
+def rewrite_comparison(folder: Path) -> list[Path]:
+    """Rebuild a ``variants-*`` comparison from its ``table.json`` and the variants'
+    stored artefacts (nothing is recomputed)."""
+    folder = Path(folder)
+    record = read_json(folder / "table.json")
+    if "runs" not in record:
+        raise WavelensError(f"{folder / 'table.json'} does not name its runs (written by an older "
+                            "wavelens): run the spec again to rebuild it")
+    runs = {name: folder.parent / run for name, run in record["runs"]}
+    missing = [str(path) for path in runs.values() if not (path / "run.json").is_file()]
+    if missing:
+        raise WavelensError(f"the compared runs are gone: {', '.join(missing)}")
+    return write_comparison(folder, runs, record.get("title", folder.parent.name))
+
+
 def write_report(run_dir: Path, formats: list[str] | None = None) -> list[Path]:
-    """Write the report of ``run_dir`` in ``formats`` (default: the spec's)."""
+    """Write the report of ``run_dir`` in ``formats`` (default: the spec's); for a
+    ``variants-*`` folder, its comparison of the variants."""
     run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file() and (run_dir / "table.json").is_file():
+        return rewrite_comparison(run_dir)
     record = _run_record(run_dir)
     text = render_markdown(run_dir, record)
     formats = formats or record.get("report_formats", ["md"])

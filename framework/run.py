@@ -286,15 +286,25 @@ class Run:
             return False
 
     def _earlier_finished(self, plan: StagePlan) -> Path | None:
-        """A finished stage with the same key in another run of this experiment."""
-        if self.fresh or not self.experiment_dir.is_dir():
+        """A finished stage with the same key in another run: of this experiment
+        first (newest first), then of any other experiment under the runs folder. A
+        stage's key hashes its plugins, their parameters and versions, the seed, the
+        precision and the keys of its inputs, so two specs that build the same data
+        and train the same model share those stages (fricatives_s_sh.yaml reuses
+        ciwgan_8words.yaml's trained network)."""
+        if self.fresh or not self.runs_dir.is_dir():
             return None
-        for other in sorted(self.experiment_dir.iterdir(), reverse=True):
-            if other == self.directory:
+        experiments = [self.experiment_dir] + sorted(
+            p for p in self.runs_dir.iterdir() if p.is_dir() and p != self.experiment_dir)
+        for experiment in experiments:
+            if not experiment.is_dir():
                 continue
-            candidate = other / "stages" / plan.name
-            if self._finished(candidate, plan.key):
-                return candidate
+            for other in sorted(experiment.iterdir(), reverse=True):
+                if other == self.directory:
+                    continue
+                candidate = other / "stages" / plan.name
+                if self._finished(candidate, plan.key):
+                    return candidate
         return None
 
     # -- upstream access for stages -----------------------------------------------
@@ -532,8 +542,11 @@ class Run:
             _link_tree(earlier, linking)
             _remove(final)
             os.replace(linking, final)
-            self.outcomes[plan.name] = f"reused from {earlier.parent.parent.name}"
-            self.log.info("stage %s: reused from %s", plan.name, earlier.parent.parent)
+            source = earlier.parent.parent
+            where = source.name if source.parent == self.experiment_dir else (
+                f"{source.parent.name}/{source.name}")
+            self.outcomes[plan.name] = f"reused from {where}"
+            self.log.info("stage %s: reused from %s", plan.name, source)
             return
 
         partial = final.with_name(final.name + ".partial")
@@ -632,7 +645,7 @@ def _run_model(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
         network.to(run.placement.device)
         network.train()
         model.train(network, ctx, run.spec.train)
-    elif weights is None:
+    elif weights is None and any(True for _ in network.parameters()):
         ctx.log.warning("model has neither weights nor a train section: using it untrained")
     network.to("cpu")
     model.save_weights(network, ctx.workdir / "model.pt")

@@ -231,13 +231,49 @@ def test_the_statistic_writes_the_schema_tables_and_figures(tmp_path):
         "differences.csv",
         "intervals.csv",
         "table.txt",
+        "raw.png",
         "curves.png",
         "differences.png",
     ):
         assert (folder / name).is_file(), name
     text = (folder / "table.txt").read_text()
     assert "A. parametric coefficients" in text and "word=wash" in text and "s(sample,token)" in text
-    assert "![curves.png](conv5/curves.png)" in (ctx.workdir / "report.md").read_text()
+    report = (ctx.workdir / "report.md").read_text()
+    assert "![curves.png](conv5/curves.png)" in report and "![raw.png](conv5/raw.png)" in report
+    assert "48 tokens" in report and "Figure 3 (left)" in report  # captions say what was run
+    assert not (ctx.workdir / "layers.csv").exists()  # one layer: no comparison across layers
+
+
+def test_several_layers_get_level_and_shape_contrasts_side_by_side(tmp_path):
+    backend = MssmBackend()
+    _skip_unless(backend)
+    one, _ = simulate(40, seed=2, words=["s", "sh"])
+    # conv1: the words differ in shape and level (as simulated); conv2: no difference
+    # at all (both words' values drawn around one curve)
+    flat = one.copy()
+    flat["value"] = one.groupby("sample")["value"].transform("mean") + (
+        np.random.default_rng(0).normal(0, 0.05, len(one)))
+    table = pd.concat([one.assign(layer="conv1"), flat.assign(layer="conv2")], ignore_index=True)
+    table = table.rename(columns={"word": "phone"})
+    path = tmp_path / "intervals.csv"
+    table.to_csv(path, index=False)
+    from framework import StageContext, resolve_placement
+
+    ctx = StageContext(stage="statistics.0", workdir=tmp_path / "out", placement=resolve_placement("cpu"),
+                       seed=0, log=LOG, spec_dir=tmp_path)
+    ctx.workdir.mkdir()
+    params = GammStatisticParams(backend="mssm", factor="phone", reference="s", rho=0.3, k=6)
+    Gamm(params).fit_table(path, ctx)
+    rows = pd.read_csv(ctx.workdir / "layers.csv")
+    assert list(rows["layer"]) == ["conv1", "conv2"] and set(rows["contrast"]) == {"sh − s"}
+    conv1, conv2 = rows.iloc[0], rows.iloc[1]
+    assert conv1["level_p"] < 0.05 and conv1["shape_p"] < 0.05
+    assert conv2["level_p"] > 0.05 and conv2["shape_p"] > 0.05
+    assert conv2["significant_regions"] == "none"
+    assert (ctx.workdir / "layers.png").is_file()
+    report = (ctx.workdir / "report.md").read_text()
+    assert report.index("### across layers") < report.index("### conv1")
+    assert "| conv1 | sh − s |" in report and "Figure 3 (right)" in report
 
 
 # -- in a run, and on the command line ---------------------------------------------------

@@ -175,7 +175,10 @@ class LexicalLearning(Probe):
             f"{summary['mean_q_accuracy']:.2f}. Purity shows lexical learning only together with "
             f"codes mapping to different words: outputs that all sound alike (noise early in "
             f"training) give a high purity for a single word.\n\n" + "\n".join(table) +
-            "\n\n![code by word](lexical.png)\n"
+            "\n\n![code by word](lexical.png)\n\n"
+            f"*How the {self.params.n_per_code} outputs generated for each code and value were "
+            "classified by the word classifier (rows: code and value; columns: words); from this "
+            "run's generator.*\n"
         )
 
     def _plot(self, ctx: StageContext, rows: list[dict], words: list[str]) -> None:

@@ -123,7 +123,10 @@ class CiwGANModel(Model):
             f"{last['d_loss']:.4f}, G loss {last['g_loss']:.4f}, Q loss {last['q_loss']:.4f}, "
             f"Q accuracy on generated audio {last['q_accuracy']:.3f} (chance {chance:.3f}), "
             f"{last['steps_per_s']:.2f} steps/s. Samples per code are in `samples/`.\n\n"
-            "![losses](losses.png)\n"
+            "![losses](losses.png)\n\n"
+            f"*Training curves of this run: critic, generator and Q losses and the Q-network's "
+            f"accuracy on generated audio (chance {chance:.3f}), each the mean over "
+            f"{_log_window(history)} steps.*\n"
         )
 
     def predict(self, network: torch.nn.Module, batch: dict, ctx: StageContext) -> tuple[Any, Any]:
@@ -239,3 +242,9 @@ def wavelens_models():
                      "fiwGAN: WaveGAN with a Q-network learning binary codes (Beguš 2021)",
                      FiwGANModel),
     ]
+
+
+def _log_window(history: list[dict]) -> int:
+    """The logging window of a history (steps between its entries)."""
+    steps = [int(h["step"]) for h in history]
+    return steps[1] - steps[0] if len(steps) > 1 else steps[0]

@@ -322,7 +322,9 @@ class CSMVANetModel(Model):
                          f"(best {best['val_pesq']:.3f} after epoch {best['epoch']}), on "
                          f"{validations[-1]['files']} test files.")
         if history:
-            lines.append("\n![training curves](training.png)\n")
+            lines.append("\n![training curves](training.png)\n\n*Training curves of this run: each "
+                         "loss term against step (means over the logging window) and wideband PESQ "
+                         "on the validation files after each epoch.*\n")
         ctx.write_report("\n".join(lines) + "\n")
 
     def predict(self, network: torch.nn.Module, batch: dict, ctx: StageContext) -> tuple[Any, Any]:

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from framework import write_csv, write_json
@@ -147,3 +148,115 @@ def plot(result: dict[str, Any], folder: Path, title: str = "") -> list[str]:
         plt.close(figure)
         names.append("differences.png")
     return names
+
+
+def plot_raw(data: pd.DataFrame, folder: Path, response: str, time: str, factor: str,
+             title: str = "") -> str:
+    """raw.png (the paper's Figure 3, left): every token's values, coloured by level,
+    with each level's mean over tokens drawn over them. ``data`` is the prepared
+    table (columns ``y, level, time, token``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for index, (level, rows) in enumerate(data.groupby("level", sort=False)):
+        colour = f"C{index % 10}"
+        jitter = (np.random.default_rng(index).random(len(rows)) - 0.5) * 0.3 * _step(rows["time"])
+        axis.scatter(rows["time"] + jitter, rows["y"], s=3, color=colour, alpha=0.25, linewidths=0)
+        means = rows.groupby("time")["y"].mean()
+        axis.plot(means.index, means.values, color=colour, linewidth=1.6, label=f"{level} (mean)")
+    low, high = np.percentile(data["y"], [0.5, 99.5])
+    margin = 0.05 * (high - low or 1.0)
+    axis.set_ylim(low - margin, high + margin)
+    axis.set_xlabel(time)
+    axis.set_ylabel(response)
+    axis.set_title(title or f"raw values by {factor}", fontsize=9)
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(folder / "raw.png", dpi=120)
+    plt.close(figure)
+    return "raw.png"
+
+
+def _step(times: pd.Series) -> float:
+    values = np.unique(times)
+    return float(np.min(np.diff(values))) if len(values) > 1 else 1.0
+
+
+def layer_contrasts(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per layer and non-reference level, the two tests of the paper's [s]/[ʃ] analysis:
+    a **level** difference (the level's parametric term: estimate, t, p) and a **shape**
+    difference (its difference smooth: edf, F, p), with where the difference curve's
+    band excludes 0."""
+    rows = []
+    for layer, result in results.items():
+        levels = result["meta"]["levels"]
+        parametric = [r for r in result["parametric"] if r["term"] != "(Intercept)"]
+        shapes = [r for r in result["smooths"] if r.get("kind") == "difference"]
+        intervals = {(i["a"], i["b"]): i["intervals"] for i in result["intervals"]}
+        for index, level in enumerate(levels[1:]):
+            level_row = parametric[index] if index < len(parametric) else {}
+            shape_row = shapes[index] if index < len(shapes) else {}
+            spans = intervals.get((level, levels[0]), [])
+            rows.append({
+                "layer": layer, "contrast": f"{level} − {levels[0]}",
+                "level_estimate": level_row.get("estimate"), "level_t": level_row.get("stat"),
+                "level_p": level_row.get("p"), "shape_edf": shape_row.get("edf"),
+                "shape_F": shape_row.get("stat"), "shape_p": shape_row.get("p"),
+                "significant_regions": "; ".join(f"{s:.3g}–{e:.3g}" for s, e in spans) or "none",
+            })
+    return rows
+
+
+def contrasts_markdown(rows: list[dict[str, Any]], alpha: float = 0.05) -> str:
+    def verdict(p: float | None) -> str:
+        return "–" if p is None else ("yes" if p < alpha else "no")
+
+    lines = [
+        "| layer | contrast | level: estimate | t | p | differs | shape: edf | F | p | differs "
+        "| band excludes 0 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['layer']} | {r['contrast']} | {_num(r['level_estimate'])} | {_num(r['level_t'], 2)} "
+            f"| {_p_text(r['level_p'])} | {verdict(r['level_p'])} | {_num(r['shape_edf'], 2)} "
+            f"| {_num(r['shape_F'], 2)} | {_p_text(r['shape_p'])} | {verdict(r['shape_p'])} "
+            f"| {r['significant_regions']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_layers(results: dict[str, dict[str, Any]], folder: Path) -> str:
+    """layers.png (the paper's Figure 3, right): one panel per layer with each level's
+    predicted curve and band; the regions where a difference band excludes 0 shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(results)
+    columns = min(4, count)
+    rows_n = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows_n, columns, figsize=(3.2 * columns, 2.6 * rows_n), squeeze=False)
+    for axis, (layer, result) in zip(axes.flat, results.items(), strict=False):
+        curves = pd.DataFrame(result["curves"])
+        for index, (level, rows) in enumerate(curves.groupby("level", sort=False)):
+            colour = f"C{index % 10}"
+            axis.plot(rows["time"], rows["fit"], color=colour, linewidth=1.3, label=level)
+            axis.fill_between(rows["time"], rows["lower"], rows["upper"], color=colour, alpha=0.15)
+        for item in result["intervals"]:
+            for start, end in item["intervals"]:
+                axis.axvspan(start, end, color="red", alpha=0.08)
+        axis.set_title(layer, fontsize=9)
+        axis.set_xlabel(result["meta"]["time"], fontsize=8)
+        axis.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    for axis in list(axes.flat)[count:]:
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(folder / "layers.png", dpi=120)
+    plt.close(figure)
+    return "layers.png"

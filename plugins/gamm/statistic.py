@@ -9,11 +9,19 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field
 
-from framework import Contribution, StageContext, StageError, Statistic, hookimpl, write_json
+from framework import (
+    Contribution,
+    StageContext,
+    StageError,
+    Statistic,
+    hookimpl,
+    write_csv,
+    write_json,
+)
 
 from .backends import able, backend_named
 from .model import GammParams, assemble, prepare
-from .output import markdown_tables, plot, save
+from .output import contrasts_markdown, layer_contrasts, markdown_tables, plot, plot_layers, plot_raw, save
 
 
 class GammStatisticParams(GammParams):
@@ -76,6 +84,7 @@ class Gamm(Statistic):
             f"{params.response} ~ {params.factor} + smooths of {params.time}"
         ]
         summary: dict[str, Any] = {"backend": params.backend, "layers": {}}
+        results: dict[str, dict[str, Any]] = {}
         for layer in ctx.progress(layers, total=len(layers), description="GAMM fits"):
             rows = frame if layer is None else frame[frame[params.layer_column].astype(str) == layer]
             prepared = prepare(rows, params)
@@ -98,7 +107,10 @@ class Gamm(Statistic):
             )
             folder = ctx.workdir if layer is None else ctx.workdir / _safe(layer)
             save(result, folder)
-            figures = plot(result, folder, f"{layer or ''} {params.backend}".strip())
+            figures = [plot_raw(prepared.data, folder, params.response, params.time, params.factor,
+                                f"{layer or 'table'}: raw values by {params.factor}")]
+            figures += plot(result, folder, f"{layer or ''} {params.backend}".strip())
+            results[layer or "all"] = result
             summary["layers"][layer or "all"] = {
                 "rho": result["meta"]["rho"],
                 "n_tokens": result["meta"]["n_tokens"],
@@ -106,8 +118,35 @@ class Gamm(Statistic):
             }
             prefix = "" if layer is None else f"{_safe(layer)}/"
             sections.append(self._section(result, layer, prefix, figures))
+        if len(results) > 1:
+            sections.insert(1, self._across_layers(results, ctx.workdir))
         write_json(ctx.workdir / "summary.json", summary, sort_keys=False)
         ctx.write_report("\n\n".join(sections))
+
+    def _across_layers(self, results: dict[str, dict[str, Any]], workdir: Path) -> str:
+        """The contrast at every layer side by side (the paper's [s]/[ʃ] analysis and
+        its Figure 3, right): level and shape differences per layer, and one figure."""
+        rows = layer_contrasts(results)
+        write_csv(workdir / "layers.csv", rows)
+        figure = plot_layers(results, workdir)
+        first = next(iter(results.values()))["meta"]
+        caption = (
+            f"*Predicted {first['response']} by {first['factor']} at each of {len(results)} layers "
+            f"({first['backend']}, {first['n_tokens']} tokens, random smooths excluded, "
+            f"{first['ci']:g}·SE pointwise bands; red: a difference band excludes 0), "
+            "as in Beguš & Zhou's Figure 3 (right).*"
+        )
+        return "\n".join([
+            "### across layers",
+            "Level difference: the level's parametric term; shape difference: its difference "
+            "smooth (p < 0.05 counts as a difference). Also in `layers.csv`.",
+            "",
+            contrasts_markdown(rows),
+            "",
+            f"![{figure}]({figure})",
+            "",
+            caption,
+        ])
 
     def _plan(self, backend) -> tuple[bool, float | str, list[str]]:
         """What to fit, given what the backend can do and what the spec accepts."""
@@ -149,14 +188,34 @@ class Gamm(Statistic):
         lines.append("")
         lines.append(markdown_tables(result))
         significant = [
-            f"{i['a']} − {i['b']}: " + (", ".join(f"{s:g}–{e:g}" for s, e in i["intervals"]) or "none")
+            f"{i['a']} − {i['b']}: " + (", ".join(f"{s:.3g}–{e:.3g}" for s, e in i["intervals"]) or "none")
             for i in result["intervals"]
         ]
         if significant:
             lines.append("\nWhere the difference band excludes 0: " + "; ".join(significant) + ".")
         for name in figures:
-            lines.append(f"\n![{name}]({prefix}{name})")
+            lines.append(f"\n![{name}]({prefix}{name})\n\n{_caption(name, meta)}")
         return "\n".join(lines)
+
+
+def _caption(figure: str, meta: dict[str, Any]) -> str:
+    """What a figure shows and what was run to make it."""
+    where = f"{meta['layer']}: " if meta.get("layer") else ""
+    fit = (f"{meta['backend']} {meta['version']}, {meta['method']}, AR1 rho = {meta['rho']:.3f}, "
+           f"{meta['n_tokens']} tokens")
+    if figure == "raw.png":
+        return (f"*{where}raw {meta['response']} of every token against {meta['time']} "
+                f"(points; {meta['n_tokens']} tokens, {meta['n_obs']} values), with each "
+                f"{meta['factor']}'s mean (lines); as Beguš & Zhou's Figure 3 (left).*")
+    if figure == "curves.png":
+        return (f"*{where}GAMM-predicted {meta['response']} per {meta['factor']} ({fit}); "
+                f"random smooths excluded, {meta['ci']:g}·SE pointwise bands; as Beguš & Zhou's "
+                "Figure 3 (middle) and Figure 4 (top).*")
+    if figure == "differences.png":
+        return (f"*{where}difference curves between {meta['factor']} levels ({fit}), "
+                f"{meta['ci']:g}·SE bands; red: where the band excludes 0; as Beguš & Zhou's "
+                "Figure 4 (bottom).*")
+    return ""
 
 
 def _safe(name: str) -> str:

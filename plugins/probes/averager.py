@@ -123,7 +123,19 @@ class FeatureMapAverage(Probe):
                  "| layer | samples |", "| --- | --- |"]
         lines += [f"| {name} | {length} |" for name, length in layers.items()]
         lines += ["", f"Long table: `feature_maps.{params.table_format}`.", *notes, ""]
-        lines += [f"![{name}]({path})" for name, path in figures]
+        reducer = {"mean": "channel mean (Eq. 1)", "l2": "channel L2 norm", "max": "channel maximum"}[
+            self.reducer]
+        post = ", after " + ", ".join(f"{k}: {v}" for k, v in params.post_activation.items()) if (
+            params.post_activation) else ""
+        if figures:
+            lines += [f"Figures in the layout of Beguš & Zhou's Figure 2, one `{params.split}` item "
+                      f"each: the input (top), its averaged feature maps ({reducer}{post}) at each "
+                      f"layer above, upsampled to the input's {input_length} samples by linear "
+                      "interpolation"
+                      + (", and the network's output logits (bottom)" if logits is not None else "")
+                      + ".", ""]
+        for name, path in figures:
+            lines += [f"![{name}]({path})", "", f"*Figure 2 layout: {name}, this run's network.*", ""]
         ctx.write_report("\n".join(lines) + "\n")
 
     def _write_table(self, ctx: StageContext, series: dict[str, torch.Tensor], items: list[dict],
