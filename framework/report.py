@@ -262,6 +262,37 @@ def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], li
     return header, table, records
 
 
+def _plot_grouped(folder: Path, key: str, records: list[dict]) -> str | None:
+    """comparison.png: each variant's mean metric against the first grouping column
+    (PESQ and STOI against SNR for Table II), when that column is numeric."""
+    try:
+        [float(r[key]) for r in records]
+    except (TypeError, ValueError):
+        return None
+    metrics = [k for k in TABLE_ORDER
+               if any(f"Average {k}" in r or k in r for r in records)]
+    if not metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3), squeeze=False)
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        column = f"Average {metric}" if f"Average {metric}" in records[0] else metric
+        for method in dict.fromkeys(r["method"] for r in records):
+            points = sorted((float(r[key]), r[column]) for r in records if r["method"] == method)
+            axis.plot([x for x, _ in points], [y for _, y in points], marker="o", label=method)
+        axis.set_xlabel(key)
+        axis.set_title(TABLE_NAMES[metric], fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(folder / "comparison.png", dpi=110)
+    plt.close(figure)
+    return "comparison.png"
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
             *("| " + " | ".join(row) + " |" for row in rows)]
@@ -303,10 +334,14 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
             "model stage.\n")
     if group_rows:
         write_csv(folder / "table_grouped.csv", group_records, list(group_records[0]))
+        figure = _plot_grouped(folder, group_header[0], group_records)
         text += ("\n**Table II layout.** Means by " + " and ".join(f"`{h}`" for h in group_header[:1])
                  + (" (rows) and noise type (column blocks; Average: every item of the row)"
                     if any(h.startswith("Average") for h in group_header) else "")
                  + ":\n\n" + "\n".join(_markdown_table(group_header, group_rows)) + "\n")
+        if figure:
+            text += (f"\n![{figure}]({figure})\n\n*Each variant's mean over every scored item at "
+                     f"each `{group_header[0]}` (the Average block above), one panel per metric.*\n")
     text += "\nEach variant's own report:\n\n" + links + "\n"
     write_text(folder / "report.md", text)
     write_text(folder / "report.html", _page(title, text, folder))

@@ -10,7 +10,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from framework import CheckpointManager, Run, StageContext, TrainSpec, load_spec, resolve_placement
+from framework import (
+    CheckpointManager,
+    Run,
+    StageContext,
+    StageError,
+    TrainSpec,
+    load_spec,
+    resolve_placement,
+)
 from framework.cli import main, speech_segments
 from plugins.csm_vanet.model import CSMVANetModel, CSMVANetParams, EnhancementLoop, enhance_16k, loss_terms
 from plugins.csm_vanet.networks import CSMVANet, Spectra, count_parameters
@@ -193,6 +201,36 @@ def test_epochs_set_the_steps_and_the_learning_rate_halves(tmp_path):
     assert loop.steps == 4
     history = loop.run()
     assert [h["lr"] for h in history] == pytest.approx([5e-4, 5e-4, 2.5e-4, 2.5e-4])
+
+
+class _PairsWithoutLabels(torch.utils.data.Dataset):
+    """Pairs without VAD labels and without set_epoch, as an outside dataset may be."""
+
+    def __init__(self, n: int):
+        self.pairs = _Pairs(n)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.pairs[index])
+        del item["vad"]
+        return item
+
+
+def test_datasets_without_vad_labels_or_pairs_get_clear_errors_or_train_without_the_vad_loss(tmp_path):
+    spec = TrainSpec(steps=1, batch_size=4, log_every=1)
+    splits = {"train": _PairsWithoutLabels(4)}
+    params = CSMVANetParams(channels=[8, 16], conformers=1, validation_files=0)
+    with pytest.raises(StageError, match=r"needs frame labels \('vad' in each item\).*vad_loss: 0"):
+        EnhancementLoop(CSMVANet((8, 16), 1), params, _context(tmp_path / "a", splits), spec)
+    unpaired = {"train": [{"audio": torch.zeros(1, 4000)}] * 4}
+    with pytest.raises(StageError, match="paired items with 'noisy' and 'clean'.*have audio"):
+        EnhancementLoop(CSMVANet((8, 16), 1), params, _context(tmp_path / "b", unpaired), spec)
+    without_vad_loss = params.model_copy(update={"vad_loss": 0.0})
+    loop = EnhancementLoop(CSMVANet((8, 16), 1), without_vad_loss, _context(tmp_path / "c", splits), spec)
+    (entry,) = loop.run()
+    assert "vad" not in entry and np.isfinite(entry["total"])
 
 
 def test_long_inputs_are_enhanced_in_chunks_to_the_same_length():

@@ -317,3 +317,29 @@ def test_grouped_summaries_order_numbers_numerically_and_split_items():
     items = split_items(preds, 2)
     assert items[1]["audio"].shape == (4,) and items[1]["vad"].shape == (5,)
     assert batch_of_one(items[1])["vad"].shape == (1, 5) and len(batch_of_one(items[1])["audio"]) == 1
+
+
+def test_the_variants_grouped_means_take_table_ii_layout():
+    from framework.report import grouped_comparison
+
+    def grouped(pesq_a, pesq_b):
+        return [{"snr_db": 0.0, "noise": "a", "files": 2, "scored": 2, "pesq": pesq_a, "stoi": 0.5},
+                {"snr_db": 0.0, "noise": "b", "files": 2, "scored": 1, "pesq": pesq_b, "stoi": 0.7},
+                {"snr_db": -5.0, "noise": "a", "files": 1, "scored": 1, "pesq": 1.0, "stoi": 0.4}]
+
+    rows = [{"variant": "noisy", "_by": ["snr_db", "noise"], "_grouped": grouped(1.0, 2.5)},
+            {"variant": "model", "_by": ["snr_db", "noise"], "_grouped": grouped(2.0, 4.0)}]
+    header, table, records = grouped_comparison(rows)
+    assert header == ["snr_db", "method", "a PESQ", "a STOI", "b PESQ", "b STOI", "Average PESQ",
+                      "Average STOI"]
+    assert [r[:2] for r in table] == [["-5", "noisy"], ["-5", "model"], ["0", "noisy"], ["0", "model"]]
+    assert table[0][4:6] == ["–", "–"]  # no item of noise b at -5 dB
+    # the Average weighs each group by its scored items: (2·1.0 + 1·2.5) / 3
+    assert records[2]["Average pesq"] == pytest.approx(1.5)
+    assert records[3]["Average stoi"] == pytest.approx((2 * 0.5 + 0.7) / 3)
+    # one grouping column: a row per value and variant, no column blocks
+    single = [{**r, "_by": ["snr_db"], "_grouped": [{k: v for k, v in g.items() if k != "noise"}
+                                                  for g in r["_grouped"]]} for r in rows]
+    header, table, _ = grouped_comparison(single)
+    assert header == ["snr_db", "method", "PESQ", "STOI"] and len(table) == 4
+    assert grouped_comparison([{"variant": "x"}]) == ([], [], [])

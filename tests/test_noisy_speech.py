@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
-from framework import WavelensError
+from framework import StageError, WavelensError
 from plugins.noisy_speech.mixtures import coloured_noise, mix_at_snr
 from plugins.noisy_speech.vad import frame_energy_db, vad_labels
 
@@ -283,3 +284,43 @@ def test_demand_and_librispeech_layouts_group_by_folder(tmp_path):
     train = {speaker[item["name"]] for item in splits["train"]}
     test = {speaker[item["name"]] for item in splits["test"]}
     assert len(test) == 1 and not train & test
+
+
+def test_the_reference_rows_pass_the_noisy_input_through_and_gate_stationary_noise():
+    from plugins.noisy_speech.baselines import (
+        NoisyInput,
+        NoisyInputParams,
+        SpectralGating,
+        SpectralGatingParams,
+    )
+
+    rate, rng = 16000, np.random.default_rng(0)
+    t = np.arange(3 * rate) / rate
+    # a harmonic "vowel" in the middle second, in steady white noise
+    speech = (t > 1) & (t < 2)
+    clean = (sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate([200, 400, 600, 800], 1))
+             * speech * 0.2).astype(np.float32)
+    noisy = (clean + rng.standard_normal(len(t)) * 0.05).astype(np.float32)
+    batch = {"noisy": torch.from_numpy(noisy)[None, None], "clean": torch.from_numpy(clean)[None, None],
+             "length": torch.tensor([len(t)]), "sample_rate": torch.tensor([rate])}
+
+    identity = NoisyInput(NoisyInputParams())
+    preds, target = identity.predict(identity.network(), batch, None)
+    np.testing.assert_array_equal(preds["audio"][0], noisy)
+    np.testing.assert_array_equal(target["audio"][0], clean)
+    assert sum(p.numel() for p in identity.network().parameters()) == 0
+
+    gating = SpectralGating(SpectralGatingParams())
+    gated = gating.predict(gating.network(), batch, None)[0]["audio"][0]
+    assert gated.shape == noisy.shape and gated.dtype == np.float32
+    pause = t < 0.8  # noise alone: gated to a tenth of its power or less
+    assert np.mean(gated[pause] ** 2) < 0.1 * np.mean(noisy[pause] ** 2)
+    # the vowel is kept, and closer to the clean one than the noisy input was
+    kept, before = (np.corrcoef(x[speech], clean[speech])[0, 1] for x in (gated, noisy))
+    assert kept > before and kept > 0.95
+    enhanced = gating.enhance(gating.network(), noisy, rate, None)
+    assert enhanced.audio.shape == noisy.shape and enhanced.speech_probability is None
+    with pytest.raises(StageError, match="nothing to train"):
+        gating.train(gating.network(), None, None)
+    with pytest.raises(StageError, match="paired data"):
+        gating.predict(gating.network(), {"audio": torch.zeros(1, 1, 10)}, None)

@@ -170,6 +170,17 @@ class EnhancementLoop(TrainingLoop):
         if len(self.data) < train.batch_size:
             raise StageError(f"the train split has {len(self.data)} items, fewer than one batch "
                              f"({train.batch_size})")
+        first = self.data[0]
+        missing = [key for key in ("noisy", "clean") if key not in first]
+        if missing:
+            raise StageError(f"csm_vanet trains on paired items with 'noisy' and 'clean' audio; the "
+                             f"train split's items have {', '.join(first)} (use voicebank_demand, "
+                             "noisy_mixtures or a dataset that gives both)")
+        self.with_vad = "vad" in first
+        if not self.with_vad and params.vad_decoder and params.vad_loss > 0:
+            raise StageError("csm_vanet's VAD loss needs frame labels ('vad' in each item), which this "
+                             "dataset does not give: set model.params.vad_loss: 0, or derive the labels "
+                             "from the clean speech as voicebank_demand and noisy_mixtures do")
         self.steps_per_epoch = len(self.data) // train.batch_size  # the last partial batch is dropped
         steps = train.steps if train.steps is not None else train.epochs * self.steps_per_epoch
         super().__init__(workdir=ctx.workdir, steps=steps, checkpoint_every=train.checkpoint_every,
@@ -192,7 +203,9 @@ class EnhancementLoop(TrainingLoop):
         if self._order is None or self._order[0] != epoch:  # one permutation per epoch
             generator = torch.Generator().manual_seed(self.seed * 1009 + epoch)
             self._order = (epoch, torch.randperm(len(self.data), generator=generator))
-            self.data.set_epoch(epoch)
+            set_epoch = getattr(self.data, "set_epoch", None)  # new random segments per epoch
+            if set_epoch is not None:
+                set_epoch(epoch)
         order = self._order[1]
         size = self.train_spec.batch_size
         indices = order[position * size : (position + 1) * size]
@@ -209,7 +222,8 @@ class EnhancementLoop(TrainingLoop):
         self.network.train()
         with self.placement.autocast():
             out = self.network(batch["noisy"].to(device))
-        terms = loss_terms(self.network, out, batch["clean"].to(device), batch["vad"].to(device), self.params)
+        vad = batch["vad"].to(device) if self.with_vad else None
+        terms = loss_terms(self.network, out, batch["clean"].to(device), vad, self.params)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
         self.average_gradients(self.network.parameters())
@@ -344,7 +358,8 @@ class CSMVANetModel(Model):
             preds["audio"].append(estimate)
             target["audio"].append(batch["clean"][i, 0, :length].numpy())
             preds["vad"].append(vad if vad is not None else np.full(frames, np.nan))
-            target["vad"].append(batch["vad"][i, :frames].numpy())
+            target["vad"].append(batch["vad"][i, :frames].numpy() if "vad" in batch
+                                 else np.full(frames, np.nan))  # no labels: the vad metric says so
         return preds, target
 
     def enhance(self, network: torch.nn.Module, audio: np.ndarray, sample_rate: int,

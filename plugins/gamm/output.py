@@ -164,7 +164,7 @@ def plot_raw(data: pd.DataFrame, folder: Path, response: str, time: str, factor:
     for index, (level, rows) in enumerate(data.groupby("level", sort=False)):
         colour = f"C{index % 10}"
         jitter = (np.random.default_rng(index).random(len(rows)) - 0.5) * 0.3 * _step(rows["time"])
-        axis.scatter(rows["time"] + jitter, rows["y"], s=3, color=colour, alpha=0.25, linewidths=0)
+        axis.scatter(rows["time"] + jitter, rows["y"], s=5, color=colour, alpha=0.35, linewidths=0)
         means = rows.groupby("time")["y"].mean()
         axis.plot(means.index, means.values, color=colour, linewidth=1.6, label=f"{level} (mean)")
     low, high = np.percentile(data["y"], [0.5, 99.5])

@@ -153,6 +153,8 @@ class Vad(Metric):
         y = torch.as_tensor(_flat(target)).detach().cpu().reshape(-1)
         if torch.isnan(p).all():
             raise StageError("vad: the model gives no speech probabilities (no VAD)")
+        if y.is_floating_point() and torch.isnan(y).all():
+            raise StageError("vad: the data gives no frame labels ('vad' in its items)")
         if p.shape != y.shape:
             raise StageError(f"vad: {p.numel()} probabilities for {y.numel()} labels")
         keep = y >= 0
