@@ -343,3 +343,21 @@ def test_the_variants_grouped_means_take_table_ii_layout():
     header, table, _ = grouped_comparison(single)
     assert header == ["snr_db", "method", "PESQ", "STOI"] and len(table) == 4
     assert grouped_comparison([{"variant": "x"}]) == ([], [], [])
+
+
+def test_digitally_silent_frames_have_no_lpc_model_and_no_warning():
+    import warnings
+
+    from plugins.metrics.quality import llr_frames, trimmed_mean
+
+    rate, rng = 16000, np.random.default_rng(0)
+    clean = rng.standard_normal(rate).astype(np.float64)
+    clean[-800:] = 0.0  # zero padding at the end, as fixed-length clips have
+    estimate = clean + 0.1 * rng.standard_normal(rate)
+    estimate[-800:] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would fail the test
+        values = llr_frames(clean, estimate, rate)
+    silent = np.isnan(values)
+    assert 0 < silent.sum() < 0.05 * len(values)  # only the silent frames
+    assert np.isfinite(values[~silent]).all() and np.isfinite(trimmed_mean(values))

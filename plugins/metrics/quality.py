@@ -127,16 +127,21 @@ def _autocorrelation(x: np.ndarray, order: int) -> np.ndarray:
 
 def _levinson(r: np.ndarray) -> np.ndarray:
     """LPC polynomials [1, −a₁ … −a_p] of each row of autocorrelations, by
-    Levinson–Durbin (all frames at once)."""
+    Levinson–Durbin (all frames at once).
+
+    A digitally silent frame (zero autocorrelation) has no LPC model: its row is NaN,
+    as MATLAB's ``lpc`` gives in the reference ``composite.m``. Its LLR is then NaN,
+    which sorts last, so the trimmed mean drops it (while such frames are under 5 %)."""
     frames_n, order = r.shape[0], r.shape[1] - 1
     a = np.zeros((frames_n, order))
     error = r[:, 0].copy()
-    for i in range(order):
-        k = (r[:, i + 1] - np.sum(a[:, :i] * r[:, i:0:-1], axis=1)) / error
-        previous = a[:, :i].copy()
-        a[:, i] = k
-        a[:, :i] = previous - k[:, None] * previous[:, ::-1]
-        error = (1 - k * k) * error
+    with np.errstate(divide="ignore", invalid="ignore"):  # silent frames: NaN, on purpose
+        for i in range(order):
+            k = (r[:, i + 1] - np.sum(a[:, :i] * r[:, i:0:-1], axis=1)) / error
+            previous = a[:, :i].copy()
+            a[:, i] = k
+            a[:, :i] = previous - k[:, None] * previous[:, ::-1]
+            error = (1 - k * k) * error
     return np.concatenate([np.ones((frames_n, 1)), -a], axis=1)
 
 
