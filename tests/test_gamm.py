@@ -197,6 +197,22 @@ def test_mgcv_reports_ref_df_and_tests_the_random_smooth(mgcv_fit):
     assert fit.rho == pytest.approx(0.6)
 
 
+def test_without_the_random_test_mgcv_keeps_the_random_smooth_row_untested():
+    backend = MgcvBackend()
+    _skip_unless(backend)
+    table, _ = simulate(30, seed=4, words=["ask", "wash", "dark"])
+    params = GammParams(backend="mgcv", **{**SETTINGS, "rho": 0.3}, random_test=False, k=6)
+    prepared = prepare(table, params)
+    fit = backend.fit(prepared, params, params.rho, True, LOG)
+    rows = {r["term"]: r for r in fit.smooths}
+    assert list(rows) == ["s(sample)", "s(sample):word=dark", "s(sample):word=wash", "s(sample,token)"]
+    random = rows["s(sample,token)"]
+    assert random["kind"] == "random" and 1 < random["edf"] < 30 * 5
+    assert pd.isna(random["p"]) and pd.isna(random["stat"])
+    assert random["p_method"] == "not tested (random_test: false)"
+    assert all(np.isfinite(rows[t]["p"]) for t in list(rows)[:3])
+
+
 def test_the_statistic_writes_the_schema_tables_and_figures(tmp_path):
     backend = MssmBackend()
     _skip_unless(backend)

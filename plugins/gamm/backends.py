@@ -207,7 +207,8 @@ class MgcvBackend(GammBackend):
                     "stat": r.stat,
                     "stat_type": "F",
                     "p": r.p,
-                    "p_method": "wood2013_re" if term_kind == "random" else "wood2013",
+                    "p_method": ("wood2013_re" if pd.notna(r.p) else "not tested (random_test: false)")
+                    if term_kind == "random" else "wood2013",
                 }
             )
         curves = pd.read_csv(folder / "curves.csv", dtype={"level": str})

@@ -91,9 +91,17 @@ write.csv(data.frame(term = rownames(p_table), estimate = p_table[, 1], se = p_t
                      stat = p_table[, 3], p = p_table[, 4], df = model$df.residual),
           file.path(out, "parametric.csv"), row.names = FALSE)
 s_table <- summary_$s.table
-write.csv(data.frame(term = rownames(s_table), edf = s_table[, "edf"], ref_df = s_table[, "Ref.df"],
-                     stat = s_table[, "F"], p = s_table[, "p-value"]),
-          file.path(out, "smooths.csv"), row.names = FALSE)
+smooths <- data.frame(term = rownames(s_table), edf = s_table[, "edf"], ref_df = s_table[, "Ref.df"],
+                      stat = s_table[, "F"], p = s_table[, "p-value"])
+# Without re.test, summary() leaves the random smooth out of its table; keep its row
+# (the paper's Table 1 has it) with its edf, and no test.
+for (term in model$smooth) {
+  if (!(term$label %in% smooths$term)) {
+    edf <- sum(model$edf[term$first.para:term$last.para])
+    smooths <- rbind(smooths, data.frame(term = term$label, edf = edf, ref_df = NA, stat = NA, p = NA))
+  }
+}
+write.csv(smooths, file.path(out, "smooths.csv"), row.names = FALSE)
 
 raw <- resid(model)
 whitened <- if (!is.null(model$std.rsd)) model$std.rsd else raw
