@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import markdown
+import yaml
 
 from .errors import WavelensError
 from .evaluation import TABLE_NAMES, TABLE_ORDER
@@ -96,8 +97,6 @@ def render_markdown(run_dir: Path, record: dict | None = None) -> str:
     chosen = ""
     spec_file = run_dir / "spec.yaml"
     if spec_file.is_file():
-        import yaml
-
         stored = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
         chosen = "".join(f", {key} `{stored[key]}`" for key in ("profile", "variant") if stored.get(key))
     lines += [
@@ -306,6 +305,7 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
     ``report.html`` in ``folder``, linking each run's own report."""
     rows = [_variant_row(name, Path(run)) for name, run in runs.items()]
     group_header, group_rows, group_records = grouped_comparison(rows)
+    by = next((row["_by"] for row in rows if row.get("_grouped")), [])
     rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
     present = {k for row in rows for k in row}
     metrics = [k for k in TABLE_ORDER if k in present]
@@ -335,9 +335,9 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
     if group_rows:
         write_csv(folder / "table_grouped.csv", group_records, list(group_records[0]))
         figure = _plot_grouped(folder, group_header[0], group_records)
-        text += ("\n**Table II layout.** Means by " + " and ".join(f"`{h}`" for h in group_header[:1])
-                 + (" (rows) and noise type (column blocks; Average: every item of the row)"
-                    if any(h.startswith("Average") for h in group_header) else "")
+        text += (f"\n**Table II layout.** Means by `{by[0]}` (rows)"
+                 + (f" and `{by[1]}` (column blocks; Average: every item of the row)" if len(by) > 1
+                    else "")
                  + ":\n\n" + "\n".join(_markdown_table(group_header, group_rows)) + "\n")
         if figure:
             text += (f"\n![{figure}]({figure})\n\n*Each variant's mean over every scored item at "
