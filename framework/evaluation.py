@@ -181,6 +181,20 @@ def metric_columns(rows: list[dict[str, Any]], by: str | Sequence[str] | None = 
     )
 
 
+def group_order(value: Any) -> tuple:
+    """Sort key of a group value: numbers (also numeric text such as "-5") numerically,
+    before other text."""
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+    if number is None or math.isnan(number):
+        return (1, 0.0, str(value))
+    return (0, number, "")
+
+
 def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Mean of every metric over the scored files: one row (Table I's layout), or
     one per value of the column(s) ``by`` (Table II's: noise type, SNR), groups sorted
@@ -192,20 +206,8 @@ def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None)
         key = ("all",) if not keys else tuple(row.get(k, "") for k in keys)
         groups.setdefault(key, []).append(row)
 
-    def number(value: Any) -> float | None:
-        if isinstance(value, bool):
-            return None
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return None
-        return None if math.isnan(number) else number
-
-    def order(key: tuple) -> tuple:
-        return tuple((1, 0.0, str(v)) if number(v) is None else (0, number(v), "") for v in key)
-
     summary = []
-    for key in sorted(groups, key=order) if keys else groups:
+    for key in sorted(groups, key=lambda k: tuple(map(group_order, k))) if keys else groups:
         members = groups[key]
         scored = [r for r in members if r["status"] == "ok"]
         entry: dict[str, Any] = dict(zip(keys, key, strict=True)) if keys else {"set": "all"}

@@ -14,10 +14,9 @@ import re
 from pathlib import Path
 
 import markdown
-import yaml
 
 from .errors import WavelensError
-from .evaluation import TABLE_NAMES, TABLE_ORDER
+from .evaluation import TABLE_NAMES, TABLE_ORDER, group_order
 from .io import read_json, write_csv, write_json, write_text
 
 __all__ = ["write_report", "write_comparison", "rewrite_comparison", "render_markdown", "summary_tables",
@@ -94,11 +93,7 @@ def render_markdown(run_dir: Path, record: dict | None = None) -> str:
     lines = [f"# {record['name']}", ""]
     if record.get("description"):
         lines += [record["description"], ""]
-    chosen = ""
-    spec_file = run_dir / "spec.yaml"
-    if spec_file.is_file():
-        stored = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
-        chosen = "".join(f", {key} `{stored[key]}`" for key in ("profile", "variant") if stored.get(key))
+    chosen = "".join(f", {key} `{record[key]}`" for key in ("profile", "variant") if record.get(key))
     lines += [
         f"- run: `{run_dir.name}` ({record.get('status')}, created {record.get('created')})",
         f"- spec: `{record.get('spec_source')}` (seed {record.get('seed')}{chosen})",
@@ -224,15 +219,9 @@ def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], li
     present = {k for row in with_groups for g in row["_grouped"] for k in g}
     metrics = [k for k in TABLE_ORDER if k in present]
 
-    def order(value: object) -> tuple:
-        try:
-            return (0, float(value), "")
-        except (TypeError, ValueError):
-            return (1, 0.0, str(value))
-
-    row_values = sorted({g.get(row_key) for r in with_groups for g in r["_grouped"]}, key=order)
-    column_values = (sorted({g.get(column_key) for r in with_groups for g in r["_grouped"]}, key=order)
-                     if column_key else [])
+    row_values = sorted({g.get(row_key) for r in with_groups for g in r["_grouped"]}, key=group_order)
+    column_values = (sorted({g.get(column_key) for r in with_groups for g in r["_grouped"]},
+                            key=group_order) if column_key else [])
     blocks = [*(_group_label(v) for v in column_values), "Average"] if column_key else [""]
     header = [row_key, "method"]
     for block in blocks:
@@ -310,17 +299,14 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
     present = {k for row in rows for k in row}
     metrics = [k for k in TABLE_ORDER if k in present]
     header = ["variant", "#Param.", *(TABLE_NAMES[k] for k in metrics), "files scored"]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    cells = []
     for row in rows:
         params = row.get("parameters")
         shown = "–" if not isinstance(params, (int, float)) else (
             "0" if params == 0 else f"{params / 1e6:.2f}M")
-        cells = [row["variant"], shown]
-        for key in metrics:
-            value = row.get(key)
-            cells.append(f"{value:.2f}" if isinstance(value, (int, float)) and value == value else "–")
         scored = f"{row['scored']} of {row['files']}" if "scored" in row else "–"
-        lines.append("| " + " | ".join([*cells, scored]) + " |")
+        cells.append([row["variant"], shown, *(_number(row.get(key)) for key in metrics), scored])
+    lines = _markdown_table(header, cells)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / "table.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
     write_json(folder / "table.json", {"title": title, "runs": [[n, Path(r).name] for n, r in runs.items()],

@@ -375,6 +375,8 @@ class Run:
                 run_hash=self.run_hash,
                 spec_digest=self.resolved.digest(),
                 spec_source=self.resolved.source,
+                profile=self.spec.profile,
+                variant=self.spec.variant,
                 seed=self.spec.seed,
                 python=sys.version.split()[0],
                 platform=platform.platform(),

@@ -33,20 +33,15 @@ needs_synthesis = pytest.mark.skipif(
 GAN = ["data.params.speakers=40", "model.params.dim=2", "train.steps=2", "train.batch_size=8",
        "train.checkpoint_every=2", "train.log_every=1", "statistics.0.params.backend=mssm"]
 LEXICAL = ["probe.0.params.n_per_code=4", "probe.0.params.classifier_epochs=1"]
+ENHANCEMENT = ["data.params.clean_speakers=6", "data.params.n_train=8", "data.params.clip_seconds=1.5",
+               "model.params.channels=[8,8,8,8]", "model.params.validation_files=1",
+               "train.batch_size=4", "evaluation.workers=1"]
 REDUCED = {
     "ciwgan_8words": GAN + LEXICAL,
     "fricatives_s_sh": GAN,
     "fiwgan_8words": GAN + LEXICAL + ["statistics.1.params.backend=mssm"],
-    "csm_vanet_ablations": [
-        "data.params.clean_speakers=6", "data.params.n_train=8", "data.params.n_test_utterances=2",
-        "data.params.clip_seconds=1.5", "model.params.channels=[8,8,8,8]",
-        "model.params.validation_files=1", "train.batch_size=4", "evaluation.workers=1",
-    ],
-    "csm_vanet_snr": [
-        "data.params.clean_speakers=6", "data.params.n_train=8", "data.params.n_test_utterances=3",
-        "data.params.clip_seconds=1.5", "model.params.channels=[8,8,8,8]",
-        "model.params.validation_files=1", "train.batch_size=4", "evaluation.workers=1",
-    ],
+    "csm_vanet_ablations": ENHANCEMENT + ["data.params.n_test_utterances=2"],
+    "csm_vanet_snr": ENHANCEMENT + ["data.params.n_test_utterances=3"],  # one per test noise
 }
 
 
@@ -56,6 +51,14 @@ def _run(name: str, runs: Path, reduced: bool, variant: str | None = None) -> Ru
     run = Run(resolved, runs_dir=runs)
     run.execute()
     return run
+
+
+def _run_cli(name: str, runs: Path, reduced: bool) -> None:
+    """``wavelens run specs/NAME.yaml --profile quick`` (reduced: with REDUCED's --set)."""
+    args = ["run", str(SPECS / f"{name}.yaml"), "--profile", "quick", "--runs-dir", str(runs)]
+    for override in REDUCED[name] if reduced else []:
+        args += ["--set", override]
+    assert main(args) == 0
 
 
 def _finite(value) -> bool:
@@ -196,10 +199,7 @@ def _needs_noise():
 def test_csm_vanet_snr_reports_table_ii_with_the_reference_rows(tmp_path, reduced, capsys):
     _needs_noise()
     runs = tmp_path / "runs"
-    args = ["run", str(SPECS / "csm_vanet_snr.yaml"), "--profile", "quick", "--runs-dir", str(runs)]
-    for override in REDUCED["csm_vanet_snr"] if reduced else []:
-        args += ["--set", override]
-    assert main(args) == 0
+    _run_cli("csm_vanet_snr", runs, reduced)
     assert "variants compared:" in capsys.readouterr().err
     table = _variants(runs, "csm-vanet-snr")
     methods = ["noisy", "spectral_gating", "csm_vanet"]
@@ -232,10 +232,7 @@ def test_csm_vanet_snr_reports_table_ii_with_the_reference_rows(tmp_path, reduce
 def test_csm_vanet_ablations_report_table_i(tmp_path, reduced):
     _needs_noise()
     runs = tmp_path / "runs"
-    args = ["run", str(SPECS / "csm_vanet_ablations.yaml"), "--profile", "quick", "--runs-dir", str(runs)]
-    for override in REDUCED["csm_vanet_ablations"] if reduced else []:
-        args += ["--set", override]
-    assert main(args) == 0
+    _run_cli("csm_vanet_ablations", runs, reduced)
     rows = _variants(runs, "csm-vanet-ablations")["rows"]
     assert [r["variant"] for r in rows] == ["full", "wo_msgc", "wo_vad_decoder", "wo_time_loss",
                                             "wo_mag_loss"]
