@@ -56,6 +56,9 @@ class _Reference(Model):
 
     name = ""
 
+    def __init__(self, params: Params):
+        self.params = params
+
     def network(self) -> torch.nn.Module:
         return _Passthrough()
 
@@ -90,18 +93,12 @@ class _Reference(Model):
 class NoisyInput(_Reference):
     name = "noisy_input"
 
-    def __init__(self, params: NoisyInputParams):
-        self.params = params
-
     def process(self, noisy: np.ndarray, rate: int) -> np.ndarray:
         return noisy
 
 
 class SpectralGating(_Reference):
     name = "spectral_gating"
-
-    def __init__(self, params: SpectralGatingParams):
-        self.params = params
 
     def process(self, noisy: np.ndarray, rate: int) -> np.ndarray:
         import noisereduce
