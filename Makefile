@@ -2,13 +2,23 @@
 #             (specs/ciwgan_8words.yaml, quick profile; 13-15 minutes on 2 cores)
 # make demo   set up, then run the embedded default experiment
 # make test   set up, then run the default (fast) test suite
+# make lock   refresh requirements.lock after a change to pyproject.toml (docs/environment.md)
 VENV ?= .venv
 PYTEST = $(VENV)/bin/python -m pytest
 
-.PHONY: setup paper demo test test-slow test-cuda bench lint clean
+.PHONY: setup paper demo test test-slow test-cuda bench lint lock lock-upgrade clean
 
 setup:
 	scripts/setup.sh
+
+# requirements.lock: `make lock` after a change to pyproject.toml's dependencies
+# (keeps every other pin), `make lock-upgrade` to move every pin to the newest
+# release; then run the suite on the new lock before committing it.
+lock:
+	scripts/lock.sh
+
+lock-upgrade:
+	scripts/lock.sh --upgrade
 
 paper: setup
 	$(VENV)/bin/wavelens run specs/ciwgan_8words.yaml --profile quick

@@ -1,0 +1,236 @@
+"""The end of the setup: does this environment run wavelens?
+
+Run by ``scripts/setup.sh`` with the virtual environment's Python. It checks that
+every distribution ``requirements.lock`` pins for this interpreter is installed at
+its locked version, that the packages with compiled parts load and work (torch,
+torchaudio's extension, pesq, pystoi, soundfile with libsndfile, mssm), that
+wavelens itself imports, and that the system tools run (R with mgcv, festival
+with its three voices, espeak-ng). A broken environment ends with one line per
+broken package, naming it and what to do, and exit status 1, instead of hundreds
+of failing tests.
+
+With ``--system warn`` (the setup could not install system packages: no root, no
+sudo, or ``WAVELENS_SKIP_APT=1``) a missing system tool is a warning, since the
+tests that need it skip; a system tool that is there but broken is always an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+SYNC = "run `scripts/setup.sh --sync` to reinstall the locked versions"
+
+
+def _load_environment_module():
+    # By path, not as framework._environment: importing the package `framework`
+    # imports torch, which is one of the things being checked.
+    spec = importlib.util.spec_from_file_location("_wavelens_environment", TOP / "framework" / "_environment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if len(text) > 240:
+        text = text[:237] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# -- Python packages with compiled parts ----------------------------------------------
+
+
+def _torch() -> None:
+    import torch
+
+    if float((torch.ones(3) @ torch.ones(3)).item()) != 3.0:
+        raise RuntimeError("a dot product of ones gave the wrong value")
+
+
+def _torchaudio() -> None:
+    import torch
+    import torchaudio
+    from torchaudio._extension import _init_extension
+
+    _init_extension()  # loads libtorchaudio.so, built against one torch release
+    if torchaudio.functional.resample(torch.zeros(1600), 16000, 8000).shape[-1] != 800:
+        raise RuntimeError("resampling 1600 samples from 16 to 8 kHz did not give 800")
+
+
+def _pesq() -> None:
+    from pesq import cypesq  # noqa: F401 - the compiled extension
+
+
+def _pystoi() -> None:
+    import numpy as np
+    from pystoi import stoi
+
+    rng = np.random.default_rng(0)
+    clean = rng.standard_normal(16000)
+    if not 0.99 < stoi(clean, clean, 16000) <= 1.0 + 1e-9:
+        raise RuntimeError("STOI of a signal against itself is not 1")
+
+
+def _soundfile() -> None:
+    import io
+
+    import numpy as np
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(160, dtype="float32"), 16000, format="WAV", subtype="FLOAT")
+    buffer.seek(0)
+    data, rate = soundfile.read(buffer, dtype="float32")
+    if rate != 16000 or data.shape != (160,):
+        raise RuntimeError("a WAV written to memory did not read back")
+
+
+def _mssm() -> None:
+    import mssm.models  # noqa: F401
+
+
+def _wavelens() -> None:
+    sys.path.insert(0, str(TOP))
+    import framework  # noqa: F401
+
+
+PYTHON_CHECKS: list[tuple[str, Callable[[], None]]] = [
+    ("torch", _torch),
+    ("torchaudio", _torchaudio),
+    ("pesq", _pesq),
+    ("pystoi", _pystoi),
+    ("soundfile", _soundfile),
+    ("mssm", _mssm),
+    ("wavelens", _wavelens),
+]
+
+
+# -- system tools ---------------------------------------------------------------------
+
+
+def _run(command: list[str], timeout: float = 120) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command[:2])} ...` exited {done.returncode}: "
+                           f"{' '.join((done.stderr or done.stdout).split())[-200:]}")
+    return done.stdout
+
+
+def _rscript() -> None:
+    found = _run(["Rscript", "-e", 'suppressMessages(library(mgcv)); cat("mgcv", format(packageVersion("mgcv")))'])
+    if not found.startswith("mgcv "):
+        raise RuntimeError(f"Rscript did not report mgcv's version (it printed {found[:80]!r})")
+
+
+FESTIVAL_VOICES = {"voice_kal_diphone": "festvox-kallpc16k", "voice_ked_diphone": "festvox-kdlpc16k",
+                   "voice_cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
+
+
+def _festival() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        wave = Path(folder) / "check.wav"
+        script = Path(folder) / "check.scm"
+        script.write_text(
+            "".join(f"(if (symbol-bound? '{voice}) (format t \"HAVE {voice}\\n\"))\n" for voice in FESTIVAL_VOICES)
+            + f'(voice_kal_diphone)\n(utt.save.wave (utt.synth (Utterance Text "ask")) "{wave}")\n'
+        )
+        found = _run(["festival", "-b", str(script)]).split()
+        missing = [package for voice, package in FESTIVAL_VOICES.items() if voice not in found]
+        if missing:
+            raise RuntimeError(f"festival has no voice from {', '.join(missing)}")
+        if not wave.is_file() or wave.stat().st_size <= 44:
+            raise RuntimeError("festival synthesised no audio for the word 'ask'")
+
+
+def _espeak() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        wave = Path(folder) / "check.wav"
+        _run(["espeak-ng", "-q", "-w", str(wave), "ask"])
+        if not wave.is_file() or wave.stat().st_size <= 44:
+            raise RuntimeError("espeak-ng synthesised no audio for the word 'ask'")
+
+
+# (what to report, the command that must exist, the check, the Debian packages)
+SYSTEM_CHECKS: list[tuple[str, str, Callable[[], None], str]] = [
+    ("R with mgcv", "Rscript", _rscript, "r-base-core r-cran-mgcv"),
+    ("festival", "festival", _festival, "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"),
+    ("espeak-ng", "espeak-ng", _espeak, "espeak-ng"),
+]
+
+
+# -- the whole check ------------------------------------------------------------------
+
+
+def check(lock: Path, system: str, verbose: bool = False) -> tuple[list[str], list[str]]:
+    """The errors and warnings, one line each, for this environment."""
+    environment = _load_environment_module()
+    errors: list[str] = []
+    warnings: list[str] = []
+
+    differences = environment.differences(lock)
+    for name, versions in differences.items():
+        installed = versions["installed"] or "not installed"
+        errors.append(f"{name}: {installed}, but {lock.name} pins {versions['locked']}; {SYNC}")
+    differing = {environment.canonical_name(name) for name in differences}
+
+    for name, probe in PYTHON_CHECKS:
+        try:
+            probe()
+        except BaseException as error:  # noqa: BLE001 - an import can fail in any way
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            if verbose:
+                traceback.print_exc()
+            advice = SYNC if name != "wavelens" else "run `scripts/setup.sh --sync`; if it persists, it is a bug"
+            if name in differing:
+                advice = "it is not the locked version (above); " + SYNC
+            errors.append(f"{name} does not work ({_one_line(error)}); {advice}")
+
+    for label, command, probe, packages in SYSTEM_CHECKS:
+        if shutil.which(command) is None:
+            line = f"{label}: `{command}` is not installed; install it with `sudo apt-get install {packages}`"
+            if system == "require":
+                errors.append(line)
+            else:
+                warnings.append(line + " (until then the tests that need it are skipped)")
+            continue
+        try:
+            probe()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+            errors.append(f"{label} does not work ({_one_line(error)}); "
+                          f"reinstall it with `sudo apt-get install --reinstall {packages}`")
+    return errors, warnings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lock", type=Path, default=TOP / "requirements.lock")
+    parser.add_argument("--system", choices=["require", "warn"], default="require",
+                        help="whether a missing system tool is an error (default) or a warning")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of each failure")
+    options = parser.parse_args(argv)
+    errors, warnings = check(options.lock, options.system, options.verbose)
+    for line in warnings:
+        print(f"setup: warning: {line}", file=sys.stderr)
+    for line in errors:
+        print(f"setup: error: {line}", file=sys.stderr)
+    if errors:
+        print(f"setup: the environment is broken ({len(errors)} problem(s) above); nothing was run",
+              file=sys.stderr)
+        return 1
+    print("setup: environment checked: the locked Python packages load, and "
+          + ("the system tools run" if not warnings else "some system tools are missing (warnings above)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
