@@ -39,7 +39,7 @@ bench: setup
 	$(PYTEST) tests/benchmarks --benchmark-only
 
 lint: setup
-	$(VENV)/bin/ruff check framework plugins tests examples
+	$(VENV)/bin/ruff check framework plugins tests examples scripts
 
 clean:
 	rm -rf runs .pytest_cache .benchmarks

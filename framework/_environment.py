@@ -90,14 +90,19 @@ def applicable_pins(path: str | Path) -> dict[str, Pin]:
     return {pin.key: pin for pin in read_lock(path) if pin.applies()}
 
 
-def installed_versions() -> dict[str, str]:
-    """Every installed distribution's version, by canonical name."""
+def distribution_versions() -> dict[str, str]:
+    """Every installed distribution's version, by its name as it spells it, sorted."""
     versions: dict[str, str] = {}
     for distribution in importlib.metadata.distributions():
         name = distribution.metadata["Name"]
         if name:
-            versions[canonical_name(name)] = distribution.version
-    return versions
+            versions[name] = distribution.version
+    return dict(sorted(versions.items(), key=lambda kv: kv[0].lower()))
+
+
+def installed_versions() -> dict[str, str]:
+    """Every installed distribution's version, by canonical name."""
+    return {canonical_name(name): version for name, version in distribution_versions().items()}
 
 
 def _same_version(locked: str, installed: str) -> bool:
@@ -105,7 +110,9 @@ def _same_version(locked: str, installed: str) -> bool:
     return installed == locked or installed.split("+", 1)[0] == locked
 
 
-def differences(path: str | Path, installed: dict[str, str] | None = None) -> dict[str, dict[str, str | None]]:
+def differences(
+    path: str | Path, installed: dict[str, str] | None = None
+) -> dict[str, dict[str, str | None]]:
     """Locked distributions that are missing or at another version: name ->
     ``{"locked": version, "installed": version or None}``."""
     installed = installed_versions() if installed is None else installed

@@ -22,7 +22,6 @@ import dataclasses
 import datetime as _dt
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from ._environment import distribution_versions, lock_record
 from .components import DataSplits, Metric, Model, StageContext, StageOutput, collate_items
 from .console import get_logger, progress
 from .device import Placement, resolve_placement
@@ -160,15 +160,6 @@ def _git_revision() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"revision": None}
     return {"revision": rev, "dirty": bool(dirty)}
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for distribution in importlib.metadata.distributions():
-        name = distribution.metadata["Name"]
-        if name:
-            versions[name] = distribution.version
-    return dict(sorted(versions.items(), key=lambda kv: kv[0].lower()))
 
 
 def _now() -> str:
@@ -381,6 +372,7 @@ class Run:
                 python=sys.version.split()[0],
                 platform=platform.platform(),
                 git=_git_revision(),
+                lock=lock_record(),
                 device=self.placement.describe(),
                 plugins={
                     c.path: {"plugin": c.plugin.name, "version": c.plugin.version,
@@ -407,7 +399,8 @@ class Run:
             yaml.safe_dump(self.resolved.to_dict(), sort_keys=False, allow_unicode=True),
         )
         if not (self.directory / "environment.json").is_file():
-            write_json(self.directory / "environment.json", {"packages": _package_versions()})
+            write_json(self.directory / "environment.json",
+                       {"packages": distribution_versions(), "lock": lock_record()})
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,13 +34,19 @@ SYNC = "run `scripts/setup.sh --sync` to reinstall the locked versions"
 def _load_environment_module():
     # By path, not as framework._environment: importing the package `framework`
     # imports torch, which is one of the things being checked.
-    spec = importlib.util.spec_from_file_location("_wavelens_environment", TOP / "framework" / "_environment.py")
+    path = TOP / "framework" / "_environment.py"
+    spec = importlib.util.spec_from_file_location("_wavelens_environment", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
 def _one_line(error: BaseException) -> str:
+    # The innermost cause says most (torchaudio's "undefined symbol" is the cause of
+    # its "Could not load this library").
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
     text = " ".join(str(error).split())
     if len(text) > 240:
         text = text[:237] + "..."
@@ -59,9 +66,13 @@ def _torch() -> None:
 def _torchaudio() -> None:
     import torch
     import torchaudio
-    from torchaudio._extension import _init_extension
 
-    _init_extension()  # loads libtorchaudio.so, built against one torch release
+    # Importing this loads libtorchaudio.so, built against one torch release: a
+    # mismatched pair fails here with an undefined symbol.
+    from torchaudio._extension import _IS_TORCHAUDIO_EXT_AVAILABLE
+
+    if not _IS_TORCHAUDIO_EXT_AVAILABLE:
+        raise RuntimeError("torchaudio's compiled extension (_torchaudio) is missing")
     if torchaudio.functional.resample(torch.zeros(1600), 16000, 8000).shape[-1] != 800:
         raise RuntimeError("resampling 1600 samples from 16 to 8 kHz did not give 800")
 
@@ -126,7 +137,8 @@ def _run(command: list[str], timeout: float = 120) -> str:
 
 
 def _rscript() -> None:
-    found = _run(["Rscript", "-e", 'suppressMessages(library(mgcv)); cat("mgcv", format(packageVersion("mgcv")))'])
+    script = 'suppressMessages(library(mgcv)); cat("mgcv", format(packageVersion("mgcv")))'
+    found = _run(["Rscript", "-e", script])
     if not found.startswith("mgcv "):
         raise RuntimeError(f"Rscript did not report mgcv's version (it printed {found[:80]!r})")
 
@@ -140,7 +152,8 @@ def _festival() -> None:
         wave = Path(folder) / "check.wav"
         script = Path(folder) / "check.scm"
         script.write_text(
-            "".join(f"(if (symbol-bound? '{voice}) (format t \"HAVE {voice}\\n\"))\n" for voice in FESTIVAL_VOICES)
+            "".join(f"(if (symbol-bound? '{voice}) (format t \"HAVE {voice}\\n\"))\n"
+                    for voice in FESTIVAL_VOICES)
             + f'(voice_kal_diphone)\n(utt.save.wave (utt.synth (Utterance Text "ask")) "{wave}")\n'
         )
         found = _run(["festival", "-b", str(script)]).split()
@@ -154,7 +167,7 @@ def _festival() -> None:
 def _espeak() -> None:
     with tempfile.TemporaryDirectory() as folder:
         wave = Path(folder) / "check.wav"
-        _run(["espeak-ng", "-q", "-w", str(wave), "ask"])
+        _run(["espeak-ng", "-w", str(wave), "ask"])
         if not wave.is_file() or wave.stat().st_size <= 44:
             raise RuntimeError("espeak-ng synthesised no audio for the word 'ask'")
 
@@ -174,26 +187,40 @@ def check(lock: Path, system: str, verbose: bool = False) -> tuple[list[str], li
     """The errors and warnings, one line each, for this environment."""
     environment = _load_environment_module()
     errors: list[str] = []
-    warnings: list[str] = []
+    cautions: list[str] = []
 
-    differences = environment.differences(lock)
-    for name, versions in differences.items():
-        installed = versions["installed"] or "not installed"
-        errors.append(f"{name}: {installed}, but {lock.name} pins {versions['locked']}; {SYNC}")
-    differing = {environment.canonical_name(name) for name in differences}
+    # One line per package: a package at another version than the lock's that
+    # also fails to load is said once, with both facts.
+    mismatched: dict[str, str] = {}
+    for name, versions in environment.differences(lock).items():
+        installed = versions["installed"]
+        state = f"{installed} is installed" if installed else "is not installed"
+        locked = versions["locked"]
+        mismatched[environment.canonical_name(name)] = f"{name} {state}, but {lock.name} pins {locked}"
 
+    failed: list[str] = []
     for name, probe in PYTHON_CHECKS:
+        if name == "wavelens" and failed:
+            break  # it imports the packages that failed: it would fail the same way
         try:
-            probe()
+            with warnings.catch_warnings():  # what a package warns on import is no concern here
+                warnings.simplefilter("ignore")
+                probe()
         except BaseException as error:  # noqa: BLE001 - an import can fail in any way
             if isinstance(error, KeyboardInterrupt):
                 raise
             if verbose:
                 traceback.print_exc()
-            advice = SYNC if name != "wavelens" else "run `scripts/setup.sh --sync`; if it persists, it is a bug"
-            if name in differing:
-                advice = "it is not the locked version (above); " + SYNC
-            errors.append(f"{name} does not work ({_one_line(error)}); {advice}")
+            failed.append(name)
+            mismatch = mismatched.pop(name, None)
+            if mismatch:
+                errors.append(f"{mismatch}, and it does not load ({_one_line(error)}); {SYNC}")
+            elif name == "wavelens":
+                errors.append(f"wavelens does not import ({_one_line(error)}); run `scripts/setup.sh "
+                              "--sync`; if that does not help, report it with `--verbose`'s traceback")
+            else:
+                errors.append(f"{name} does not load ({_one_line(error)}); {SYNC}")
+    errors[:0] = [f"{line}; {SYNC}" for line in mismatched.values()]
 
     for label, command, probe, packages in SYSTEM_CHECKS:
         if shutil.which(command) is None:
@@ -201,14 +228,14 @@ def check(lock: Path, system: str, verbose: bool = False) -> tuple[list[str], li
             if system == "require":
                 errors.append(line)
             else:
-                warnings.append(line + " (until then the tests that need it are skipped)")
+                cautions.append(line + " (until then the tests that need it are skipped)")
             continue
         try:
             probe()
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             errors.append(f"{label} does not work ({_one_line(error)}); "
                           f"reinstall it with `sudo apt-get install --reinstall {packages}`")
-    return errors, warnings
+    return errors, cautions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="whether a missing system tool is an error (default) or a warning")
     parser.add_argument("--verbose", action="store_true", help="print the traceback of each failure")
     options = parser.parse_args(argv)
-    errors, warnings = check(options.lock, options.system, options.verbose)
-    for line in warnings:
+    errors, cautions = check(options.lock, options.system, options.verbose)
+    for line in cautions:
         print(f"setup: warning: {line}", file=sys.stderr)
     for line in errors:
         print(f"setup: error: {line}", file=sys.stderr)
@@ -228,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     print("setup: environment checked: the locked Python packages load, and "
-          + ("the system tools run" if not warnings else "some system tools are missing (warnings above)"))
+          + ("the system tools run" if not cautions else "some system tools are missing (warnings above)"))
     return 0
 
 

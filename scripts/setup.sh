@@ -63,13 +63,14 @@ digest=$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$sync" = 1 ] || [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "setup: installing the locked dependencies into $VENV (from $lock; torch takes a few minutes)"
   rm -f "$stamp"
-  pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+  pip=("$VENV/bin/python" -m pip install --quiet --quiet --disable-pip-version-check)
   build_tools=$(mktemp)
   trap 'rm -f "$build_tools"' EXIT
   "$VENV/bin/python" framework/_environment.py select "$lock" pip setuptools wheel cython pytest-runner numpy \
     > "$build_tools"
   "${pip[@]}" --require-hashes --no-deps -r "$build_tools"
-  "${pip[@]}" --require-hashes --no-deps --no-build-isolation -r "$lock"
+  # pesq's setup.py, built here, warns about deprecated setuptools APIs: not ours to fix.
+  PYTHONWARNINGS=ignore "${pip[@]}" --require-hashes --no-deps --no-build-isolation -r "$lock"
   "${pip[@]}" --no-deps --no-build-isolation -e .
   echo "$digest" > "$stamp"
 fi

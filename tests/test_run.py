@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -45,8 +46,12 @@ def test_run_directory_records_spec_seed_versions_git_device_and_log(recorder_sp
     assert record["device"]["device"] == "cpu"
     assert "revision" in record["git"]
     assert record["plugins"]["model"]["plugin"] == "counting_model"
-    packages = json.loads((directory / "environment.json").read_text())["packages"]
-    assert "torch" in packages and "pydantic" in packages
+    environment = json.loads((directory / "environment.json").read_text())
+    assert "torch" in environment["packages"] and "pydantic" in environment["packages"]
+    lock = (Path(__file__).resolve().parent.parent / "requirements.lock").read_bytes()
+    assert record["lock"]["sha256"] == hashlib.sha256(lock).hexdigest()
+    assert record["lock"]["matches"] is (not record["lock"]["differences"])
+    assert environment["lock"]["sha256"] == record["lock"]["sha256"]
     resolved = yaml.safe_load((directory / "spec.yaml").read_text())
     assert resolved["train"]["keep_checkpoints"] == 3  # defaults filled in
     assert "stage model: done" in (directory / "run.log").read_text()
