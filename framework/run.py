@@ -229,6 +229,8 @@ class Run:
         # Under torchrun every process runs this; rank 0 does the run, the others join
         # in the model stage's training only (see _execute_as_worker).
         self.rank, self.world = _torchrun_rank_world()
+        # A group the caller set up is theirs to destroy; one this run joins is left at its end.
+        self._owns_group = self.world > 1 and not dist.is_initialized()
         if self.world > 1:
             self.placement = _join_process_group(self.placement)
         self.run_hash = _hash(
@@ -498,6 +500,7 @@ class Run:
     def _release_workers(self) -> None:
         if self.world > 1:
             dist.broadcast_object_list(["stop"], src=0)
+            _leave_process_group(destroy=self._owns_group)
 
     def _execute_as_worker(self, until: str | None) -> Path:
         """A rank other than 0 under torchrun: follow rank 0 stage by stage (it says
@@ -522,6 +525,7 @@ class Run:
             dist.barrier()
         else:
             dist.broadcast_object_list([""], src=0)  # rank 0's closing "stop"
+        _leave_process_group(destroy=self._owns_group)
         return self.directory
 
     def _execute_stage(self, plan: StagePlan) -> None:
@@ -595,6 +599,16 @@ def _torchrun_rank_world() -> tuple[int, int]:
         return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         raise WavelensError("RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
+
+
+def _leave_process_group(destroy: bool) -> None:
+    """Leave the group together: every rank waits for the others, then destroys it.
+    A group left to the interpreter's teardown, or destroyed while a peer still uses
+    it, can abort a process at exit ("terminate called without an active exception",
+    seen with gloo on two CPU processes)."""
+    dist.barrier()
+    if destroy:
+        dist.destroy_process_group()
 
 
 def _join_process_group(placement: Placement) -> Placement:

@@ -330,6 +330,7 @@ def _distributed_worker(rank: int, world: int, port: int, folder: str) -> None:
                            world=world, _dataset=lambda: {"train": _Pairs(8)})
         params = CSMVANetParams(channels=[8, 16], conformers=1, validation_files=0)
         EnhancementLoop(network, params, ctx, TrainSpec(steps=2, batch_size=4, log_every=1)).run()
+        dist.barrier()  # leave together: a peer destroying the group early can abort this one
     finally:
         dist.destroy_process_group()
 

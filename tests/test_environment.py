@@ -118,7 +118,8 @@ def test_differences_name_missing_and_other_versions_but_accept_local_build_labe
 
 def test_this_environment_follows_the_lock():
     # The suite runs in the environment the setup installed from the lock.
-    assert environment.differences(LOCK) == {}
+    found = environment.differences(LOCK)
+    assert found == {}, f"not the locked versions: {found}; run `scripts/setup.sh --sync`"
 
 
 def _check_module():

@@ -214,6 +214,9 @@ def _worker(rank: int, world: int, port: int, state: dict, params: dict, config:
         network.load_state_dict(state)
         trainer = GANTrainer(network, config, placement, Path(workdir), rank=rank, world=world)
         trainer.train(audio)
+        # Leave together: a peer that destroys the group while this one still holds it
+        # can abort this process at exit ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
