@@ -315,7 +315,7 @@ def test_a_spec_trains_writes_samples_and_losses(trained_run):
     assert json.loads((stage / "stage.json").read_text())["summary"]["parameters"] > 0
 
 
-def test_lexical_learning_reports_q_accuracy_and_purity_per_code(trained_run):
+def test_lexical_learning_reports_q_and_one_to_one_accuracy_per_code_and_value(trained_run):
     stage = trained_run / "stages" / "probe.0"
     summary = json.loads((stage / "lexical.json").read_text())
     assert [(r["code"], r["value"]) for r in summary["codes"]] == [("0", 1), ("1", 1), ("0", 3), ("1", 3)]
@@ -323,9 +323,53 @@ def test_lexical_learning_reports_q_accuracy_and_purity_per_code(trained_run):
         assert row["n_ask"] + row["n_wash"] == 6
         assert row["purity"] == max(row["n_ask"], row["n_wash"]) / 6
         assert 0 <= row["q_accuracy"] <= 1
+    for at_value in summary["by_value"]:
+        rows = [r for r in summary["codes"] if r["value"] == at_value["value"]]
+        # two codes, two words: the assignment is one of the two pairings, whichever explains more
+        straight = rows[0]["n_ask"] + rows[1]["n_wash"]
+        crossed = rows[0]["n_wash"] + rows[1]["n_ask"]
+        assert at_value["one_to_one_accuracy"] == max(straight, crossed) / 12
+        assert sorted(at_value["assignment"].values()) == ["ask", "wash"]
+    assert summary["chance_q_accuracy"] == 0.5
+    assert summary["learned"] is (
+        summary["mean_q_accuracy"] >= 0.95 and summary["one_to_one_accuracy"] >= 0.8
+    )
     assert 0 <= summary["classifier_test_accuracy"] <= 1
     assert len(list((stage / "audio" / "value-3" / "code-1").glob("*.wav"))) == 2
-    assert "purity" in (trained_run / "report.md").read_text()
+    report = (trained_run / "report.md").read_text()
+    assert "one-to-one code→word accuracy" in report and "purity" in report
+
+
+def test_one_to_one_accuracy_gives_a_collapse_onto_one_word_one_over_codes():
+    from plugins.ciwgan.evaluation import one_to_one
+
+    collapsed = np.array([[10, 0, 0], [10, 0, 0], [10, 0, 0]])  # every code heard as word 0: purity 1
+    accuracy, words = one_to_one(collapsed)
+    assert accuracy == pytest.approx(1 / 3)
+    assert sorted(words) == [0, 1, 2]
+
+
+def test_one_to_one_accuracy_finds_a_permuted_lexicon():
+    from plugins.ciwgan.evaluation import one_to_one
+
+    counts = np.array([[1, 9, 0], [0, 1, 9], [8, 0, 2]])
+    accuracy, words = one_to_one(counts)
+    assert words == [1, 2, 0]
+    assert accuracy == pytest.approx(26 / 30)
+
+
+def test_one_to_one_accuracy_leaves_a_code_without_a_word_when_codes_outnumber_words():
+    from plugins.ciwgan.evaluation import one_to_one
+
+    accuracy, words = one_to_one(np.array([[5, 0], [0, 5], [3, 2]]))
+    assert words == [0, 1, -1] and accuracy == pytest.approx(10 / 15)
+
+
+def test_chance_of_one_to_one_accuracy_is_near_one_over_words_for_large_samples():
+    from plugins.ciwgan.evaluation import chance_one_to_one
+
+    assert chance_one_to_one(8, 8, 5000) == pytest.approx(1 / 8, abs=0.01)
+    assert chance_one_to_one(8, 8, 10) > chance_one_to_one(8, 8, 1000) > 1 / 8
 
 
 def test_generate_command_writes_outputs_with_the_same_noise_for_every_code(trained_run, capsys):

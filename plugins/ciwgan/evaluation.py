@@ -5,12 +5,16 @@ For a trained ciwGAN or fiwGAN (run as a probe stage after the model):
 1. **Q accuracy.** Generate ``n_per_code`` outputs per code (fresh noise, the same
    noise for every code) and score how often the Q-network (eval mode, no phase
    shuffle) recovers the code: the arg-max for ciwGAN, every bit for fiwGAN.
-2. **Lexical purity.** Train an independent word classifier on the real training
-   tokens (log-mel features, a small 2-D CNN), check it on the real test tokens,
-   and classify every generated output. Each code maps to the word most of its
-   outputs are classified as; the share of outputs that agree is the code's
-   purity. Codes that map to different words with high purity are lexical
-   learning; a purity near 1/words is none.
+2. **One-to-one code→word accuracy.** Train an independent word classifier on the
+   real training tokens (log-mel features, a small 2-D CNN), check it on the real
+   test tokens, and classify every generated output. For each code value, the
+   codes are matched to distinct words so that as many outputs as possible agree
+   (the Hungarian assignment over the code × word table); the share that agree is
+   the one-to-one accuracy. Outputs that all sound like one word score 1/codes,
+   however pure each code is; its chance level (outputs heard as random words) is
+   estimated by simulation. Each code's majority word and its share (purity) are
+   kept as secondary figures: purity alone reads 1 when every code collapses onto
+   the same word.
 
 The papers judge this by a phonetician's transcription of 100 outputs per code; a
 classifier trained on real tokens is the automatic stand-in.
@@ -25,6 +29,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 from pydantic import Field
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from framework import (
@@ -49,6 +54,32 @@ class LexicalParams(Params):
     classifier_epochs: int = Field(15, ge=1, description="epochs of the word classifier")
     classifier_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the word classifier")
     keep_audio: int = Field(5, ge=0, description="generated WAV files kept per code and value")
+    q_threshold: float = Field(0.95, ge=0, le=1,
+                               description="mean Q accuracy from which the network counts as learned")
+    word_threshold: float = Field(0.8, ge=0, le=1,
+                                  description="one-to-one code→word accuracy from which it counts as learned")
+
+
+def one_to_one(counts: np.ndarray) -> tuple[float, list[int]]:
+    """The best one-to-one assignment of codes (rows) to words (columns) of a table
+    of counts: the share of all outputs it explains, and each code's word (-1 for a
+    code left without one, when there are more codes than words)."""
+    rows, columns = linear_sum_assignment(counts, maximize=True)
+    words = [-1] * counts.shape[0]
+    for row, column in zip(rows, columns, strict=True):
+        words[row] = int(column)
+    total = counts.sum()
+    return (float(counts[rows, columns].sum() / total) if total else float("nan")), words
+
+
+def chance_one_to_one(n_codes: int, n_words: int, n_per_code: int, seed: int = 0,
+                      draws: int = 200) -> float:
+    """The mean one-to-one accuracy when every output is heard as a word drawn at
+    random (uniformly): the chance line, a little above 1/words for small samples."""
+    rng = np.random.default_rng(seed)
+    scores = [one_to_one(rng.multinomial(n_per_code, [1 / n_words] * n_words, size=n_codes))[0]
+              for _ in range(draws)]
+    return float(np.mean(scores))
 
 
 class WordClassifier(nn.Module):
@@ -144,44 +175,83 @@ class LexicalLearning(Probe):
                 for index in range(min(params.keep_audio, len(audio))):
                     folder = ctx.workdir / "audio" / f"value-{value:g}" / f"code-{code}"
                     write_audio(folder / f"{index:03d}.wav", audio[index, 0].clamp(-1, 1).numpy(), rate)
-        self._write(ctx, rows, words, test_accuracy, len(test_labels))
+        # Q guessing: one code in n for ciwGAN; every one of the n bits right for fiwGAN.
+        n_codes = model.params.n_codes
+        q_chance = 1 / n_codes if model.code == "categorical" else 0.5**n_codes
+        self._write(ctx, rows, words, test_accuracy, len(test_labels), q_chance)
 
     def _write(self, ctx: StageContext, rows: list[dict], words: list[str], test_accuracy: float,
-               n_test: int) -> None:
+               n_test: int, q_chance: float) -> None:
+        params = self.params
+        by_value = []
+        for value in params.values:
+            at_value = [r for r in rows if r["value"] == value]
+            counts = np.array([[r[f"n_{w}"] for w in words] for r in at_value])
+            accuracy, assigned = one_to_one(counts)
+            for row, word in zip(at_value, assigned, strict=True):
+                row["assigned_word"] = words[word] if word >= 0 else ""
+            by_value.append({
+                "value": value,
+                "one_to_one_accuracy": accuracy,
+                "q_accuracy": float(np.mean([r["q_accuracy"] for r in at_value])),
+                "distinct_words": len({r["word"] for r in at_value}),
+                "assignment": {r["code"]: r["assigned_word"] for r in at_value},
+            })
         write_csv(ctx.workdir / "lexical.csv", rows)
+        n_codes = len(rows) // len(params.values)
+        mean_q = float(np.mean([r["q_accuracy"] for r in rows]))
+        mean_one_to_one = float(np.mean([v["one_to_one_accuracy"] for v in by_value]))
         summary = {
             "classifier_test_accuracy": test_accuracy,
             "classifier_test_tokens": n_test,
-            "chance_purity": 1 / len(words),
-            "mean_purity": float(np.mean([r["purity"] for r in rows])),
-            "mean_q_accuracy": float(np.mean([r["q_accuracy"] for r in rows])),
+            "one_to_one_accuracy": mean_one_to_one,
+            "chance_one_to_one": chance_one_to_one(n_codes, len(words), params.n_per_code, params.seed),
+            "mean_q_accuracy": mean_q,
+            "chance_q_accuracy": q_chance,
             "distinct_words": len({r["word"] for r in rows}),
+            "learned": bool(mean_q >= params.q_threshold and mean_one_to_one >= params.word_threshold),
+            "thresholds": {"q_accuracy": params.q_threshold, "one_to_one_accuracy": params.word_threshold},
+            "mean_purity": float(np.mean([r["purity"] for r in rows])),
+            "chance_purity": 1 / len(words),
+            "by_value": by_value,
             "codes": rows,
         }
         write_json(ctx.workdir / "lexical.json", summary, sort_keys=False)
-        self._plot(ctx, rows, words)
-        table = ["| value | code | Q accuracy | word | purity |", "| --- | --- | --- | --- | --- |"]
+        self._plot(ctx, rows, words, summary)
+        table = ["| value | code | Q accuracy | assigned word (one-to-one) | majority word | purity |",
+                 "| --- | --- | --- | --- | --- | --- |"]
         table += [
-            f"| {r['value']:g} | {r['code']} | {r['q_accuracy']:.2f} | {r['word']} | {r['purity']:.2f} |"
+            f"| {r['value']:g} | {r['code']} | {r['q_accuracy']:.2f} | {r['assigned_word'] or '-'} | "
+            f"{r['word']} | {r['purity']:.2f} |"
             for r in rows
         ]
+        values = "; ".join(
+            f"value {v['value']:g}: one-to-one {v['one_to_one_accuracy']:.2f}, Q {v['q_accuracy']:.2f}, "
+            f"{v['distinct_words']} distinct words" for v in summary["by_value"])
+        verdict = "**learned**" if summary["learned"] else "**not learned**"
+        collapsed = 1 / (len(rows) // len(self.params.values))  # every code heard as one word
         ctx.write_report(
+            f"Lexical learning: {verdict} (the criterion: mean Q accuracy ≥ {self.params.q_threshold:g} "
+            f"and one-to-one code→word accuracy ≥ {self.params.word_threshold:g}). "
+            f"Mean Q accuracy {summary['mean_q_accuracy']:.2f} (chance {summary['chance_q_accuracy']:.2f}); "
+            f"one-to-one code→word accuracy {summary['one_to_one_accuracy']:.2f} (chance "
+            f"{summary['chance_one_to_one']:.2f}; all outputs heard as one word: {collapsed:.2f}); "
+            f"{summary['distinct_words']} of {len(words)} words reached as some code's majority word.\n\n"
             f"An independent word classifier (log-mel CNN) trained on the real training tokens "
             f"scores {test_accuracy:.3f} on {n_test} real test tokens. Each code's "
             f"{self.params.n_per_code} generated outputs (noise seed {self.params.seed}) were "
-            f"classified: a code maps to its majority word, and purity is that word's share "
-            f"(chance {1 / len(words):.2f}). Mean purity {summary['mean_purity']:.2f} over "
-            f"{summary['distinct_words']} distinct words; mean Q accuracy on generated outputs "
-            f"{summary['mean_q_accuracy']:.2f}. Purity shows lexical learning only together with "
-            f"codes mapping to different words: outputs that all sound alike (noise early in "
-            f"training) give a high purity for a single word.\n\n" + "\n".join(table) +
+            f"classified, and the codes matched one-to-one to words so that most outputs agree "
+            f"({values}). Secondary: each code's majority word and its share (purity; mean "
+            f"{summary['mean_purity']:.2f}, chance {1 / len(words):.2f}), which reads high also "
+            f"when every code collapses onto one word.\n\n" + "\n".join(table) +
             "\n\n![code by word](lexical.png)\n\n"
-            f"*How the {self.params.n_per_code} outputs generated for each code and value were "
-            "classified by the word classifier (rows: code and value; columns: words); from this "
-            "run's generator.*\n"
+            f"*Left: how the {self.params.n_per_code} outputs generated for each code and value were "
+            "classified by the word classifier (rows: code and value; columns: words). Right: mean Q "
+            "accuracy and one-to-one code→word accuracy per value, with their chance levels (dashed) "
+            "and the thresholds of 'learned' (dotted); from this run's generator.*\n"
         )
 
-    def _plot(self, ctx: StageContext, rows: list[dict], words: list[str]) -> None:
+    def _plot(self, ctx: StageContext, rows: list[dict], words: list[str], summary: dict) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -189,13 +259,31 @@ class LexicalLearning(Probe):
 
         shares = np.array([[r[f"n_{w}"] for w in words] for r in rows], dtype=float)
         shares /= shares.sum(axis=1, keepdims=True)
-        fig, ax = plt.subplots(figsize=(1 + 0.6 * len(words), 1 + 0.35 * len(rows)))
+        fig, (ax, bars) = plt.subplots(
+            1, 2, figsize=(4.5 + 0.6 * len(words), 1.5 + 0.35 * len(rows)),
+            gridspec_kw={"width_ratios": [max(len(words), 2), 3]})
         image = ax.imshow(shares, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(words)), words, rotation=45, ha="right")
         ax.set_yticks(range(len(rows)), [f"{r['code']} @ {r['value']:g}" for r in rows])
         ax.set_xlabel("word the classifier hears")
         ax.set_ylabel("code @ value")
         fig.colorbar(image, ax=ax, label="share of outputs")
+
+        by_value = summary["by_value"]
+        x = np.arange(len(by_value))
+        bars.bar(x - 0.2, [v["q_accuracy"] for v in by_value], 0.4, label="Q accuracy", color="tab:blue")
+        bars.bar(x + 0.2, [v["one_to_one_accuracy"] for v in by_value], 0.4, label="code→word (1:1)",
+                 color="tab:orange")
+        for level, color in ((summary["chance_q_accuracy"], "tab:blue"),
+                             (summary["chance_one_to_one"], "tab:orange")):
+            bars.axhline(level, color=color, linestyle="--", linewidth=1)
+        for level, color in ((summary["thresholds"]["q_accuracy"], "tab:blue"),
+                             (summary["thresholds"]["one_to_one_accuracy"], "tab:orange")):
+            bars.axhline(level, color=color, linestyle=":", linewidth=1)
+        bars.set_xticks(x, [f"value {v['value']:g}" for v in by_value])
+        bars.set_ylim(0, 1.05)
+        bars.set_ylabel("accuracy")
+        bars.legend(loc="upper left", fontsize="small")
         fig.tight_layout()
         with atomic_write(ctx.workdir / "lexical.png", "wb") as handle:
             fig.savefig(handle, format="png", dpi=100)
@@ -205,5 +293,5 @@ class LexicalLearning(Probe):
 @hookimpl
 def wavelens_probes():
     return [Contribution("lexical_learning", LexicalParams,
-                         "Q accuracy and code→word purity of a ciwGAN/fiwGAN's generated outputs",
+                         "Q accuracy and one-to-one code→word accuracy of a ciwGAN/fiwGAN's outputs",
                          LexicalLearning)]
