@@ -1,5 +1,5 @@
 # make paper  set up, then reproduce Beguš & Zhou's analysis on the embedded corpus
-#             (specs/ciwgan_8words.yaml, quick profile; 13-15 minutes on 2 cores)
+#             (specs/ciwgan_8words.yaml, quick profile; about 8 minutes on 2 cores)
 # make demo   set up, then run the embedded default experiment
 # make test   set up, then run the default (fast) test suite
 # make lock   refresh requirements.lock after a change to pyproject.toml (docs/environment.md)
