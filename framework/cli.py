@@ -35,6 +35,8 @@ from .plugins import DISABLE_ENV, PluginRegistry, disabled_from_env
 
 PLUGINS_JSON_FORMAT = "wavelens-plugins"
 PLUGINS_JSON_VERSION = 1
+# The enhancement network `wavelens enhance` uses when given no --checkpoint.
+SHIPPED_ENHANCER = "csm_vanet_cpu"
 
 
 def _disabled(args: argparse.Namespace) -> set[str]:
@@ -225,12 +227,29 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _find_run_dir(target: Path) -> Path:
+    """The run directory holding ``target``, or the shipped-weights folder it is
+    (``spec.yaml``, ``model.pt`` and ``manifest.json``: see docs/reproducing.md)."""
+    if _is_weights_folder(target):
+        return target
     for folder in [target, *target.parents]:
         if (folder / "run.json").is_file() and (folder / "spec.yaml").is_file():
             return folder
     raise WavelensError(
         f"{target} is not inside a wavelens run directory (no run.json and spec.yaml above it)"
     )
+
+
+def _is_weights_folder(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ("spec.yaml", "model.pt", "manifest.json"))
+
+
+def shipped_weights(name: str) -> Path:
+    """The folder of weights the project ships under ``weights/`` (a source checkout)."""
+    folder = Path(__file__).resolve().parent.parent / "weights" / name
+    if not _is_weights_folder(folder):
+        raise WavelensError(f"the shipped weights {name!r} are not here ({folder}: this is not a "
+                            "source checkout of wavelens); give --checkpoint")
+    return folder
 
 
 def _load_run_model(target: Path, disabled: set[str]) -> tuple[Any, Any, Path, Path]:
@@ -262,7 +281,8 @@ def _load_run_model(target: Path, disabled: set[str]) -> tuple[Any, Any, Path, P
                                 f"model: {type(exc).__name__}: {exc}") from None
         source = target
     else:
-        source = run_dir / "stages" / "model" / "model.pt"
+        source = (run_dir / "model.pt" if _is_weights_folder(run_dir)
+                  else run_dir / "stages" / "model" / "model.pt")
         if not source.is_file():
             raise WavelensError(f"{run_dir} has no finished model stage ({source} is missing); "
                                 "give a checkpoint file instead")
@@ -334,7 +354,8 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from .io import write_csv
 
     files = _enhance_inputs([Path(p) for p in args.inputs])
-    model, network, source, _ = _load_run_model(args.checkpoint, _disabled(args))
+    checkpoint = args.checkpoint if args.checkpoint is not None else shipped_weights(SHIPPED_ENHANCER)
+    model, network, source, _ = _load_run_model(checkpoint, _disabled(args))
     placement = resolve_placement(args.device, args.precision)
     network = network.to(placement.device).eval()
     out = Path(args.output)
@@ -573,8 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
         "enhance", help="enhance audio files or folders with a trained speech-enhancement model")
     enhance.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
     enhance.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    enhance.add_argument("--checkpoint", required=True, type=Path,
-                         help="a run directory, its model stage folder, or a training checkpoint (.pt)")
+    enhance.add_argument("--checkpoint", type=Path, default=None,
+                         help="a run directory, its model stage folder, a training checkpoint (.pt) "
+                         f"or a folder of shipped weights (default: weights/{SHIPPED_ENHANCER})")
     enhance.add_argument("--vad", choices=["none", "csv", "segments", "both"], default="none",
                          help="also write the frame-level speech probability (NAME.vad.csv) and/or "
                          "speech segments (NAME.segments.csv)")
