@@ -31,7 +31,8 @@ from .trainer import GANConfig, GANTrainer, code_names, code_vector, write_histo
 class CiwGANParams(Params):
     n_codes: int = Field(8, ge=1, le=99, description="number of one-hot codes (words to learn)")
     dim: int = Field(64, ge=1, description="model width (64 in the papers; smaller for CPU runs)")
-    slice_len: Literal[16384, 32768, 65536] = Field(16384, description="samples per output")
+    slice_len: Literal[8192, 16384, 32768, 65536] = Field(
+        16384, description="samples per output (8192: a shorter variant, docs/ciwgan.md)")
     latent_dim: int = Field(100, ge=2, description="latent size: codes plus uniform noise")
     phase_shuffle: int = Field(2, ge=0, description="phase shuffle radius of D and Q")
     d_updates: int = Field(5, ge=1, description="critic updates per generator step")

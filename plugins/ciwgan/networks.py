@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 KERNEL = 25
-SLICE_LENGTHS = (16384, 32768, 65536)
+SLICE_LENGTHS = (8192, 16384, 32768, 65536)
 
 
 def same_padding(kernel: int, stride: int) -> tuple[int, int]:
@@ -45,7 +45,12 @@ def same_padding(kernel: int, stride: int) -> tuple[int, int]:
 def _layout(slice_len: int) -> tuple[list[int], list[int]]:
     """Channel multipliers of dim and strides of the up-sampling stack, from the
     reference: 16 steps of 16·dim channels up to 16,384 samples in five ×4 layers;
-    32,768 and 65,536 start from 32·dim channels and add a sixth layer (×2 or ×4)."""
+    32,768 and 65,536 start from 32·dim channels and add a sixth layer (×2 or ×4).
+    8,192 (not in the reference; see docs/ciwgan.md) keeps the five layers and
+    channels of 16,384 and makes the last up-sampling layer (the critic's and Q's
+    last conv) ×2, as 32,768 does with its sixth."""
+    if slice_len == 8192:
+        return [16, 8, 4, 2, 1], [4, 4, 4, 4, 2]
     if slice_len == 16384:
         return [16, 8, 4, 2, 1], [4, 4, 4, 4, 4]
     if slice_len == 32768:

@@ -32,6 +32,7 @@ from framework import (
     peak_normalize,
     read_audio,
     read_json,
+    resample,
     write_csv,
     write_json,
 )
@@ -50,6 +51,9 @@ class SliceParams(Params):
     )
     slice_len: int = Field(16384, ge=256, description="samples per token after padding")
     sample_rate: int = Field(16000, description="expected rate; files at other rates are skipped")
+    resample_to: int | None = Field(
+        None, ge=1000, description="resample each utterance to this rate before slicing (alignments "
+        "are scaled to it); the tokens, slice_len and pad are at this rate")
     pad_ms: float = Field(25.0, ge=0, description="silence added to the word, in milliseconds")
     pad_side: Literal["end", "start", "both"] = Field(
         "end", description="where the silence pad goes ('both' puts pad_ms on each side)"
@@ -66,6 +70,11 @@ class SliceParams(Params):
         "skip", description="tokens longer than the slice: skip and report, or stop with an error"
     )
     max_per_word: int | None = Field(None, ge=1, description="keep at most this many tokens per word")
+
+    @property
+    def token_rate(self) -> int:
+        """The rate of the sliced tokens: ``resample_to`` or the corpus's rate."""
+        return self.resample_to or self.sample_rate
 
     @field_validator("words")
     @classmethod
@@ -118,7 +127,7 @@ def slice_token(
 ) -> tuple[np.ndarray, int, list[list]] | None:
     """Cut one word: ``(padded token, length before end padding, phones in token
     samples)``, or ``None`` when the padded word is longer than the slice."""
-    pad = round(params.pad_ms * params.sample_rate / 1000)
+    pad = round(params.pad_ms * params.token_rate / 1000)
     before = pad if params.pad_side in ("start", "both") else 0
     after = pad if params.pad_side in ("end", "both") else 0
     word_samples = samples[word.start : word.end]
@@ -135,6 +144,11 @@ def slice_token(
         if end > start:
             inside.append([start - word.start + before, end - word.start + before, phone.label])
     return token, length, inside
+
+
+def _rescale(intervals: list[Interval], ratio: float) -> list[Interval]:
+    """Alignment intervals moved to another sample rate (rounded to samples)."""
+    return [Interval(round(i.start * ratio), round(i.end * ratio), i.label) for i in intervals]
 
 
 def _split_tokens(rows: list[dict], params: SliceParams, seed: int) -> None:
@@ -190,6 +204,10 @@ class TimitWords(Dataset):
                     raise AudioError(utterance.words.with_suffix(".WAV"), "no audio beside the .WRD file")
                 samples, _ = read_audio(utterance.audio, sample_rate=params.sample_rate)
                 phones = read_alignment(utterance.phones) if utterance.phones else None
+                if params.resample_to is not None:
+                    samples = resample(samples, params.sample_rate, params.resample_to)
+                    words = _rescale(words, params.resample_to / params.sample_rate)
+                    phones = None if phones is None else _rescale(phones, params.resample_to / params.sample_rate)
             except WavelensError as exc:
                 skipped.append({"file": str(getattr(exc, "path", utterance.words)), "reason": str(exc)})
                 continue
@@ -249,7 +267,8 @@ class TimitWords(Dataset):
         ctx.write_report(
             f"{len(rows)} tokens of {len(params.words)} words sliced from `{root}`: the word plus "
             f"{params.pad_ms:g} ms of silence ({params.pad_side}), right-padded to "
-            f"{params.slice_len} samples at {params.sample_rate} Hz"
+            f"{params.slice_len} samples at {params.token_rate} Hz"
+            f"{f' (resampled from {params.sample_rate} Hz)' if params.resample_to else ''}"
             f"{', peak-normalised' if params.peak_normalize else ''}; split {params.split!r} "
             f"(seed {seed}). {len(skipped)} skipped (see `skipped.csv`).\n"
         )
@@ -259,12 +278,12 @@ class TimitWords(Dataset):
         rows = [json.loads(line) for line in (workdir / "tokens.jsonl").read_text().splitlines()]
         return {
             split: TokenSplit(audio, [r for r in rows if r["split"] == split],
-                              list(self.params.words), self.params.sample_rate)
+                              list(self.params.words), self.params.token_rate)
             for split in ("train", "test")
         }
 
     def describe(self, workdir: Path, splits: dict[str, TokenSplit]) -> dict[str, Any]:
-        rate = self.params.sample_rate
+        rate = self.params.token_rate
         summary_splits = {}
         counts: dict[str, dict[str, dict[str, int]]] = {"word": {}}
         for name, split in splits.items():
