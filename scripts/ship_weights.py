@@ -13,6 +13,10 @@ files, next to those of the noisy files themselves, computed through
 ``wavelens enhance`` and ``wavelens evaluate`` exactly as
 ``tests/test_shipped_weights.py`` recomputes them. ``--figures FILE`` adds a JSON
 object of figures computed elsewhere (a ciwGAN's lexical learning).
+
+``--checkpoint STEP`` ships the network of the model stage's checkpoint of that step
+instead of its final weights, from a run that was stopped there (SIGTERM or Ctrl-C
+end a run at a checkpoint); the manifest says so.
 """
 
 from __future__ import annotations
@@ -63,6 +67,17 @@ def _last_step(losses: Path) -> int | None:
     return int(float(rows[-1]["step"])) if rows and "step" in rows[0] else None
 
 
+def _seconds_to(checkpoint: Path, record: dict, run_dir: Path) -> float:
+    """Wall time of the model stage up to ``checkpoint``: from the run's start plus its
+    data stage to the checkpoint's modification time (a stopped run has no stage.json
+    of its model stage)."""
+    started = dt.datetime.fromisoformat(record["created"]).timestamp()
+    data = run_dir / "stages" / "data" / "stage.json"
+    if data.is_file():
+        started += float(json.loads(data.read_text()).get("duration_s") or 0.0)
+    return round(checkpoint.stat().st_mtime - started, 1)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -76,20 +91,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-pairs", type=Path, help="a folder with clean/ and noisy/ to score on")
     parser.add_argument("--figures", type=Path, help="a JSON object of further figures")
     parser.add_argument("--note", default="", help="anything a reader of the manifest should know")
+    parser.add_argument("--checkpoint", type=int, metavar="STEP",
+                        help="ship the checkpoint of this step of a stopped run")
     args = parser.parse_args(argv)
+
+    import torch
 
     run_dir = args.run_dir.resolve()
     record = json.loads((run_dir / "run.json").read_text())
-    if record.get("status") != "complete":
-        raise SystemExit(f"ship: {run_dir} is {record.get('status')}, not complete")
     stage = run_dir / "stages" / "model"
-    stage_record = json.loads((stage / "stage.json").read_text())
     target = REPO / "weights" / args.name
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / "spec.yaml", target / "spec.yaml")
-    shutil.copyfile(stage / "model.pt", target / "model.pt")
+    if args.checkpoint is None:
+        if record.get("status") != "complete":
+            raise SystemExit(f"ship: {run_dir} is {record.get('status')}, not complete")
+        stage_record = json.loads((stage / "stage.json").read_text())
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(stage / "model.pt", target / "model.pt")
+        steps, seconds = _last_step(stage / "losses.csv"), stage_record.get("duration_s")
+    else:
+        from framework import CheckpointManager, save_torch
 
-    import torch
+        if not stage.is_dir():  # still training, or stopped: the stage folder is partial
+            stage = run_dir / "stages" / "model.partial"
+        checkpoint = CheckpointManager(stage / "checkpoints").path(args.checkpoint)
+        if not checkpoint.is_file():
+            raise SystemExit(f"ship: no checkpoint of step {args.checkpoint} ({checkpoint})")
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        target.mkdir(parents=True, exist_ok=True)
+        save_torch(target / "model.pt", saved["network"])
+        steps = args.checkpoint
+        seconds = _seconds_to(checkpoint, record, run_dir)
+        record["finished"] = dt.datetime.fromtimestamp(checkpoint.stat().st_mtime,
+                                                       dt.timezone.utc).isoformat(timespec="seconds")
+    shutil.copyfile(run_dir / "spec.yaml", target / "spec.yaml")
 
     state = torch.load(target / "model.pt", map_location="cpu", weights_only=True)
     manifest = {
@@ -101,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         "commit": record["git"]["revision"],
         "dirty": record["git"]["dirty"],
         "trained": {"started": record["created"], "finished": record["finished"]},
-        "steps": _last_step(stage / "losses.csv"),
-        "model_stage_seconds": stage_record.get("duration_s"),
+        "steps": steps,
+        "from_checkpoint": args.checkpoint is not None,
+        "model_stage_seconds": seconds,
         "machine": args.machine,
         "device": record.get("device"),
         "lock_sha256": (record.get("lock") or {}).get("sha256"),

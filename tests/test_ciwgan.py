@@ -60,13 +60,25 @@ def test_parameter_counts_match_the_reference_at_default_size():
     assert q_weight.data_ptr() != d_weight.data_ptr()  # its own weights
 
 
-@pytest.mark.parametrize("slice_len", [16384, 32768, 65536])
+@pytest.mark.parametrize("slice_len", [8192, 16384, 32768, 65536])
 def test_shapes_for_each_slice_length(slice_len):
     network = CiwGAN(3, dim=2, slice_len=slice_len)
     audio = network.generator(torch.rand(2, 100) * 2 - 1)
     assert audio.shape == (2, 1, slice_len) and audio.abs().max() <= 1
     assert network.discriminator(audio).shape == (2, 1)
     assert network.q_network(audio).shape == (2, 3)
+
+
+def test_the_short_slice_keeps_five_layers_and_ends_with_a_stride_of_two():
+    network = CiwGAN(3, dim=2, slice_len=8192)
+    lengths = []
+    x = torch.zeros(1, 1, 8192)
+    for index in range(1, 6):
+        x = getattr(network.q_network, f"conv{index}")(x)
+        lengths.append(x.shape[-1])
+    assert lengths == [2048, 512, 128, 32, 16]  # the dense layer reads 16 steps, as at 16,384
+    assert [layer.stride for layer in network.generator.upconvs] == [4, 4, 4, 4, 2]
+    assert not hasattr(network.q_network, "conv6")
 
 
 def test_down_conv_pads_like_tf_same():

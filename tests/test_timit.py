@@ -120,6 +120,25 @@ def test_tokens_are_peak_normalised_copies_of_the_word(tmp_path):
             assert item["length"] == end - start + 400
 
 
+def test_resample_to_slices_at_the_new_rate_with_the_alignments_scaled(tmp_path):
+    splits, _ = prepare(tmp_path, make_tree(tmp_path / "timit"), pad_side="both", resample_to=8000,
+                        slice_len=8192)
+    items = [split[i] for split in splits.values() for i in range(len(split))]
+    ask = next(item for item in items if item["word"] == "ask")
+    assert ask["sample_rate"] == 8000 and ask["audio"].shape == (1, 8192)
+    # 25 ms of pad is 200 samples at 8 kHz; every boundary is halved.
+    assert ask["phones"] == [[200, 950, "ae"], [950, 1700, "s"], [1700, 2200, "k"]]
+    assert ask["length"] == 2000 + 400
+    subset, dialect, speaker, utterance = ask["token"].split(":")[0].split("/")
+    on_disk, _ = sf.read(tmp_path / "timit" / subset / dialect / speaker / f"{utterance}.WAV",
+                         dtype="float32")
+    from framework import resample
+
+    word = resample(on_disk, 16000, 8000)[1500:3500]
+    np.testing.assert_allclose(ask["audio"][0, 200:2200].numpy(), word / np.max(np.abs(word)), atol=1e-6)
+    np.testing.assert_array_equal(ask["audio"][0, 2400:].numpy(), 0)
+
+
 def test_phone_intervals_inside_each_token_match_the_phn_file(tmp_path):
     splits, _ = prepare(tmp_path, make_tree(tmp_path / "timit"), pad_side="both")
     items = [split[i] for split in splits.values() for i in range(len(split))]

@@ -205,9 +205,10 @@ class TimitWords(Dataset):
                 samples, _ = read_audio(utterance.audio, sample_rate=params.sample_rate)
                 phones = read_alignment(utterance.phones) if utterance.phones else None
                 if params.resample_to is not None:
+                    ratio = params.resample_to / params.sample_rate
                     samples = resample(samples, params.sample_rate, params.resample_to)
-                    words = _rescale(words, params.resample_to / params.sample_rate)
-                    phones = None if phones is None else _rescale(phones, params.resample_to / params.sample_rate)
+                    words = _rescale(words, ratio)
+                    phones = None if phones is None else _rescale(phones, ratio)
             except WavelensError as exc:
                 skipped.append({"file": str(getattr(exc, "path", utterance.words)), "reason": str(exc)})
                 continue
