@@ -656,11 +656,41 @@ def _run_model(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
         model.train(network, ctx, run.spec.train)
     elif weights is None and any(True for _ in network.parameters()):
         ctx.log.warning("model has neither weights nor a train section: using it untrained")
+    elif weights is not None:
+        ctx.write_report(_provenance(weights))
     network.to("cpu")
     model.save_weights(network, ctx.workdir / "model.pt")
     n_params = sum(p.numel() for p in network.parameters())
     return {"parameters": n_params, "trained": run.spec.train is not None,
             "weights": str(weights) if weights else None}
+
+
+def _provenance(weights: Path) -> str:
+    """The report's words on weights used without training: the file and its digest,
+    and, for a weights folder with a ``manifest.json`` (``weights/*/``), how they
+    were trained, by the manifest's account."""
+    text = (f"Not trained in this run: the weights were loaded from `{weights}` "
+            f"(sha256 {_file_digest(weights)[:16]}…).")
+    manifest_path = weights.parent / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return text + "\n"
+    facts = []
+    if manifest.get("command"):
+        facts.append(f"trained by `{manifest['command']}`")
+    if manifest.get("commit"):
+        facts.append(f"at commit {str(manifest['commit'])[:7]}")
+    if manifest.get("steps"):
+        facts.append(f"for {manifest['steps']:,} steps")
+    if manifest.get("model_stage_seconds"):
+        facts.append(f"in {float(manifest['model_stage_seconds']) / 60:.0f} minutes")
+    if manifest.get("machine"):
+        facts.append(f"on {manifest['machine']}")
+    text += f" Their manifest (`{manifest_path}`) says they were {' '.join(facts)}."
+    if manifest.get("note"):
+        text += f" {manifest['note']}"
+    return text + "\n"
 
 
 def _run_component(run: Run, plan: StagePlan, ctx: StageContext) -> None:

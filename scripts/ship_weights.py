@@ -11,8 +11,19 @@ the figures reached. With ``--score-pairs`` (a folder of ``clean/`` and ``noisy/
 the figures are the mean scores of the shipped network's enhancement of the noisy
 files, next to those of the noisy files themselves, computed through
 ``wavelens enhance`` and ``wavelens evaluate`` exactly as
-``tests/test_shipped_weights.py`` recomputes them. ``--figures FILE`` adds a JSON
-object of figures computed elsewhere (a ciwGAN's lexical learning).
+``tests/test_shipped_weights.py`` recomputes them. A run with a ``lexical_learning``
+probe (ciwGAN, fiwGAN) contributes that probe's figures (``figures.lexical``).
+``--figures FILE`` adds a JSON object of figures computed elsewhere. The manifest
+also records the model stage's key, so a test can check that the spec's command
+still trains the same network.
+
+``--spec SPEC [--profile NAME]`` names the spec that retrains the network when it
+is not the run's own (a run started with ``--set`` overrides, whose settings a spec
+profile now holds): the script checks that its model stage has the run's key.
+
+``--set KEY.PATH=VALUE`` changes a setting of the shipped spec that applies only
+when the network is used, not to how it was trained (a CSM-VANet's ``vad_floor``
+chosen afterwards on held-apart data); the manifest lists them.
 
 ``--checkpoint STEP`` ships the network of the model stage's checkpoint of that step
 instead of its final weights, from a run that was stopped there (SIGTERM or Ctrl-C
@@ -78,6 +89,43 @@ def _seconds_to(checkpoint: Path, record: dict, run_dir: Path) -> float:
     return round(checkpoint.stat().st_mtime - started, 1)
 
 
+LEXICAL = ("mean_q_accuracy", "chance_q_accuracy", "one_to_one_accuracy", "chance_one_to_one",
+           "distinct_words", "learned", "thresholds", "classifier_test_accuracy",
+           "classifier_test_tokens", "mean_purity")
+
+
+def lexical_figures(run_dir: Path) -> dict | None:
+    """The figures of the run's ``lexical_learning`` probe stage, if it has one:
+    the summary and, per code value, the one-to-one accuracy, Q accuracy and the
+    code→word assignment."""
+    for stage in sorted((run_dir / "stages").glob("probe.*")):
+        path = stage / "lexical.json"
+        if path.is_file():
+            summary = json.loads(path.read_text())
+            figures = {key: summary[key] for key in LEXICAL if key in summary}
+            figures["by_value"] = summary["by_value"]
+            first = summary["codes"][0]  # its word counts sum to the outputs per code
+            figures["n_per_code"] = sum(v for k, v in first.items() if k.startswith("n_"))
+            figures["stage"] = stage.name
+            return figures
+    return None
+
+
+def _retraining_spec(spec: Path, profile: str | None, model_key: str | None) -> tuple[str, str | None]:
+    """``(spec path relative to the repository, profile)`` of a spec that trains the
+    run's network again: its model stage key must be the run's."""
+    from framework import load_spec
+    from framework.run import plan_stages
+
+    resolved = load_spec(spec, profile=profile)
+    keys = [plan.key for plan in plan_stages(resolved) if plan.name == "model"]
+    if keys != [model_key]:
+        raise SystemExit(f"ship: {spec} (profile {profile}) does not train the run's network: its model "
+                         f"stage key is {keys[0] if keys else None}, the run's {model_key}")
+    spec = spec.resolve()
+    return str(spec.relative_to(REPO) if spec.is_relative_to(REPO) else spec), profile
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -93,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="anything a reader of the manifest should know")
     parser.add_argument("--checkpoint", type=int, metavar="STEP",
                         help="ship the checkpoint of this step of a stopped run")
+    parser.add_argument("--spec", type=Path,
+                        help="the spec that retrains it (default: the run's own); its model stage "
+                             "must have the run's key")
+    parser.add_argument("--profile", help="the profile of --spec that retrains it")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="a setting of the shipped spec for using the network (not training it)")
     args = parser.parse_args(argv)
 
     import torch
@@ -123,13 +177,26 @@ def main(argv: list[str] | None = None) -> int:
         seconds = _seconds_to(checkpoint, record, run_dir)
         record["finished"] = dt.datetime.fromtimestamp(checkpoint.stat().st_mtime,
                                                        dt.timezone.utc).isoformat(timespec="seconds")
-    shutil.copyfile(run_dir / "spec.yaml", target / "spec.yaml")
+    if args.set:
+        import yaml
 
+        from framework import load_spec
+
+        resolved = load_spec(run_dir / "spec.yaml", overrides=args.set)
+        (target / "spec.yaml").write_text(
+            yaml.safe_dump(resolved.to_dict(), sort_keys=False, allow_unicode=True))
+    else:
+        shutil.copyfile(run_dir / "spec.yaml", target / "spec.yaml")
+
+    model_key = next((s["key"] for s in record.get("stages", []) if s["kind"] == "model"), None)
+    spec_source, profile = record.get("spec_source"), record.get("profile")
+    if args.spec is not None:
+        spec_source, profile = _retraining_spec(args.spec, args.profile, model_key)
     state = torch.load(target / "model.pt", map_location="cpu", weights_only=True)
     manifest = {
         "name": args.name,
-        "spec": record.get("spec_source"),
-        "profile": record.get("profile"),
+        "spec": spec_source,
+        "profile": profile,
         "variant": record.get("variant"),
         "command": args.command,
         "commit": record["git"]["revision"],
@@ -141,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": args.machine,
         "device": record.get("device"),
         "lock_sha256": (record.get("lock") or {}).get("sha256"),
+        "model_stage_key": model_key,
+        "use_settings": args.set,
         "parameters": int(sum(t.numel() for t in state.values() if torch.is_floating_point(t))),
         "model_pt_sha256": _sha256(target / "model.pt"),
         "note": args.note,
@@ -148,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")  # loadable now
+    # A probe stage scored the run's final network, not an earlier checkpoint's.
+    lexical = lexical_figures(run_dir) if args.checkpoint is None else None
+    if lexical is not None:
+        manifest["figures"]["lexical"] = lexical
     if args.figures is not None:
         manifest["figures"].update(json.loads(args.figures.read_text()))
     if args.score_pairs is not None:

@@ -37,6 +37,7 @@ ENHANCEMENT = ["data.params.clean_speakers=6", "data.params.n_train=8", "data.pa
                "model.params.channels=[8,8,8,8]", "model.params.validation_files=1",
                "train.batch_size=4", "evaluation.workers=1"]
 REDUCED = {
+    "ciwgan_3words": GAN + LEXICAL,
     "ciwgan_8words": GAN + LEXICAL,
     "fricatives_s_sh": GAN,
     "fiwgan_8words": GAN + LEXICAL + ["statistics.1.params.backend=mssm"],
@@ -45,8 +46,9 @@ REDUCED = {
 }
 
 
-def _run(name: str, runs: Path, reduced: bool, variant: str | None = None) -> Run:
-    resolved = load_spec(SPECS / f"{name}.yaml", REDUCED[name] if reduced else [], profile="quick",
+def _run(name: str, runs: Path, reduced: bool, variant: str | None = None,
+         profile: str | None = "quick") -> Run:
+    resolved = load_spec(SPECS / f"{name}.yaml", REDUCED[name] if reduced else [], profile=profile,
                          variant=variant)
     run = Run(resolved, runs_dir=runs)
     run.execute()
@@ -108,6 +110,27 @@ def _check_ciwgan_8words(run_dir: Path) -> None:
     assert "## Resolved spec" in report and "**splits**" in report  # the spec and the data summary
 
 
+def _check_ciwgan_3words(run_dir: Path) -> dict:
+    """The report of the 3-word ciwGAN trained on this CPU; returns the
+    lexical-learning summary."""
+    words = ["ask", "greasy", "wash"]
+    result = _check_table_1(run_dir / "stages" / "statistics.0", "q_network.act5", words)
+    assert [(i["a"], i["b"]) for i in result["intervals"]] == [("greasy", "ask"), ("wash", "ask"),
+                                                             ("wash", "greasy")]
+    report = (run_dir / "report.md").read_text()
+    for caption in ("Beguš & Zhou's Figure 2", "Figure 3 (left)", "Figure 3 (middle)",
+                    "Figure 4 (bottom)", "Lexical learning:"):
+        assert caption in report, caption
+    images = _images(run_dir)
+    assert len([i for i in images if i.startswith("stages/probe.1/figures/")]) == len(words)
+    for name in ("raw.png", "curves.png", "differences.png"):
+        assert f"stages/statistics.0/q_network.act5/{name}" in images
+    assert "stages/probe.0/lexical.png" in images and "stages/model/losses.png" in images
+    summary = json.loads((run_dir / "stages" / "probe.0" / "lexical.json").read_text())
+    assert summary["chance_one_to_one"] > 1 / len(words)  # the chance line is drawn
+    return summary
+
+
 def _check_fricatives(run_dir: Path) -> None:
     stage = run_dir / "stages" / "statistics.0"
     layers = pd.read_csv(stage / "layers.csv")
@@ -148,6 +171,20 @@ def test_ciwgan_8words_and_the_fricatives_reuse_its_network(tmp_path, reduced):
     assert second.outcomes["data"] == f"reused from ciwgan-8words/{first.directory.name}"
     assert second.outcomes["model"] == f"reused from ciwgan-8words/{first.directory.name}"
     assert second.outcomes["statistics.0"] == "computed"
+    _check_fricatives(second.directory)
+
+
+@needs_synthesis
+def test_ciwgan_3words_and_the_fricatives_cpu_profile_reuse_its_network(tmp_path):
+    runs = tmp_path / "runs"
+    first = _run("ciwgan_3words", runs, reduced=True, profile=None)
+    _check_ciwgan_3words(first.directory)
+
+    resolved = load_spec(SPECS / "fricatives_s_sh.yaml", REDUCED["fricatives_s_sh"], profile="cpu")
+    second = Run(resolved, runs_dir=runs)
+    second.execute()
+    assert second.outcomes["data"] == f"reused from ciwgan-3words/{first.directory.name}"
+    assert second.outcomes["model"] == f"reused from ciwgan-3words/{first.directory.name}"
     _check_fricatives(second.directory)
 
 

@@ -222,3 +222,21 @@ def test_running_until_a_stage_leaves_a_partial_run_that_the_full_run_continues(
 def test_running_until_an_unknown_stage_names_the_stages(recorder_spec):
     with pytest.raises(WavelensError, match="no stage 'train'; its stages are data, model"):
         Run(load_spec(recorder_spec())).execute(until="train")
+
+
+def test_weights_used_without_training_are_credited_to_their_manifest(recorder_spec, write_spec):
+    _, trained = execute(recorder_spec())
+    shipped = trained.parent / "shipped"
+    shipped.mkdir()
+    (shipped / "model.pt").write_bytes((trained / "stages" / "model" / "model.pt").read_bytes())
+    (shipped / "manifest.json").write_text(json.dumps(
+        {"command": "wavelens run recorder.yaml", "commit": "0123456789abcdef", "steps": 1234,
+         "model_stage_seconds": 600, "machine": "a test machine", "note": "A note."}))
+    spec = yaml.safe_load(recorder_spec().read_text())
+    del spec["train"]
+    spec["model"]["weights"] = str(shipped / "model.pt")
+    _, directory = execute(write_spec(yaml.safe_dump(spec), name="from_weights.yaml"))
+    section = (directory / "stages" / "model" / "report.md").read_text()
+    assert "Not trained in this run" in section and str(shipped / "model.pt") in section
+    assert ("trained by `wavelens run recorder.yaml` at commit 0123456 for 1,234 steps in 10 minutes "
+            "on a test machine. A note.") in section

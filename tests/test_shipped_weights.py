@@ -84,3 +84,50 @@ def test_the_shipped_enhancer_reaches_its_manifests_figures_on_the_real_pairs(tm
 def test_the_shipped_enhancer_beats_the_noisy_input_on_stoi_too():
     figures = _manifest(SHIPPED_ENHANCER)["figures"]
     assert figures["enhanced"]["stoi"] > figures["noisy"]["stoi"]
+
+
+def test_a_shipped_gan_keeps_its_runs_lexical_learning_figures(tmp_path):
+    stage = tmp_path / "stages" / "probe.0"
+    stage.mkdir(parents=True)
+    codes = [{"code": str(c), "value": v, "q_accuracy": 1.0, "n_ask": 90 if c == 0 else 5,
+              "n_wash": 10 if c == 0 else 95} for v in (1.0, 2.0) for c in (0, 1)]
+    summary = {"mean_q_accuracy": 1.0, "chance_q_accuracy": 0.5, "one_to_one_accuracy": 0.925,
+               "chance_one_to_one": 0.55, "distinct_words": 2, "learned": True,
+               "by_value": [{"value": 1.0, "one_to_one_accuracy": 0.925}], "codes": codes}
+    (stage / "lexical.json").write_text(json.dumps(summary))
+    figures = _ship_module().lexical_figures(tmp_path)
+    assert figures["one_to_one_accuracy"] == 0.925 and figures["learned"] is True
+    assert figures["n_per_code"] == 100 and figures["stage"] == "probe.0"
+    assert "codes" not in figures  # the per-code table stays in the run
+    assert _ship_module().lexical_figures(tmp_path / "elsewhere") is None
+
+
+def test_shipping_checks_that_the_named_spec_retrains_the_runs_network(recorder_spec):
+    from framework import load_spec
+    from framework.run import plan_stages
+
+    spec = recorder_spec()
+    (key,) = [plan.key for plan in plan_stages(load_spec(spec)) if plan.name == "model"]
+    ship = _ship_module()
+    assert ship._retraining_spec(spec, None, key)[1] is None
+    with pytest.raises(SystemExit, match="does not train the run's network"):
+        ship._retraining_spec(spec, None, "0" * 64)
+
+
+def test_shipping_writes_the_use_settings_into_the_shipped_spec(recorder_spec, monkeypatch, tmp_path):
+    import yaml
+
+    from framework import Run, load_spec
+
+    run = Run(load_spec(recorder_spec()))
+    run_dir = run.execute()
+    ship = _ship_module()
+    monkeypatch.setattr(ship, "REPO", tmp_path)
+    assert ship.main([str(run_dir), "tiny", "--command", "wavelens run recorder.yaml", "--machine", "here",
+                      "--set", "model.params.width=3"]) == 0
+    shipped = tmp_path / "weights" / "tiny"
+    assert yaml.safe_load((shipped / "spec.yaml").read_text())["model"]["params"]["width"] == 3
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    assert manifest["use_settings"] == ["model.params.width=3"]
+    assert manifest["model_stage_key"] == [s["key"] for s in json.loads(
+        (run_dir / "run.json").read_text())["stages"] if s["kind"] == "model"][0]
