@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     record = json.loads((run_dir / "run.json").read_text())
     stage = run_dir / "stages" / "model"
     target = REPO / "weights" / args.name
+    model_key = next((s["key"] for s in record.get("stages", []) if s["kind"] == "model"), None)
+    spec_source, profile = record.get("spec_source"), record.get("profile")
+    if args.spec is not None:  # checked before anything is written
+        spec_source, profile = _retraining_spec(args.spec, args.profile, model_key)
     if args.checkpoint is None:
         if record.get("status") != "complete":
             raise SystemExit(f"ship: {run_dir} is {record.get('status')}, not complete")
@@ -187,11 +191,6 @@ def main(argv: list[str] | None = None) -> int:
             yaml.safe_dump(resolved.to_dict(), sort_keys=False, allow_unicode=True))
     else:
         shutil.copyfile(run_dir / "spec.yaml", target / "spec.yaml")
-
-    model_key = next((s["key"] for s in record.get("stages", []) if s["kind"] == "model"), None)
-    spec_source, profile = record.get("spec_source"), record.get("profile")
-    if args.spec is not None:
-        spec_source, profile = _retraining_spec(args.spec, args.profile, model_key)
     state = torch.load(target / "model.pt", map_location="cpu", weights_only=True)
     manifest = {
         "name": args.name,

@@ -19,7 +19,7 @@ from conftest import REPO, SHARED_DATA
 WEIGHTS = REPO / "weights"
 SHIPPED = sorted(p.parent.name for p in WEIGHTS.glob("*/manifest.json"))
 FIELDS = {"name", "spec", "profile", "command", "commit", "steps", "model_stage_seconds", "machine",
-          "parameters", "model_pt_sha256", "figures"}
+          "parameters", "model_pt_sha256", "model_stage_key", "figures"}
 # The figures are recomputed on the same files with the same code; what may differ is
 # the float arithmetic of another CPU (convolution order), far below these.
 TOLERANCE = {"pesq": 0.02, "csig": 0.02, "cbak": 0.02, "covl": 0.02, "segsnr": 0.05, "stoi": 0.002}
@@ -48,6 +48,19 @@ def test_a_manifest_says_how_its_weights_were_made_and_matches_them(name):
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == manifest["model_pt_sha256"]
     assert weights.stat().st_size < 5_000_000  # "a few MB" at most
     assert (REPO / manifest["spec"]).is_file() and len(manifest["commit"]) == 40
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_spec_of_a_manifest_still_trains_its_network(name):
+    """The spec (and profile) a manifest names plans the model stage that trained the
+    weights: same data, model, training and seed."""
+    from framework import load_spec
+    from framework.run import plan_stages
+
+    manifest = _manifest(name)
+    resolved = load_spec(REPO / manifest["spec"], profile=manifest["profile"])
+    (model,) = [plan for plan in plan_stages(resolved) if plan.name == "model"]
+    assert model.key == manifest["model_stage_key"]
 
 
 def test_enhance_without_a_checkpoint_uses_the_shipped_network(tmp_path, capsys):
