@@ -657,7 +657,7 @@ def _run_model(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
     elif weights is None and any(True for _ in network.parameters()):
         ctx.log.warning("model has neither weights nor a train section: using it untrained")
     elif weights is not None:
-        ctx.write_report(_provenance(weights))
+        ctx.write_report(_provenance(weights, plan.extra_key["weights_sha256"]))
     network.to("cpu")
     model.save_weights(network, ctx.workdir / "model.pt")
     n_params = sum(p.numel() for p in network.parameters())
@@ -665,12 +665,12 @@ def _run_model(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
             "weights": str(weights) if weights else None}
 
 
-def _provenance(weights: Path) -> str:
-    """The report's words on weights used without training: the file and its digest,
-    and, for a weights folder with a ``manifest.json`` (``weights/*/``), how they
-    were trained, by the manifest's account."""
+def _provenance(weights: Path, digest: str) -> str:
+    """The report's words on weights used without training: the file and its digest
+    (the one the stage key holds), and, for a weights folder with a ``manifest.json``
+    (``weights/*/``), how they were trained, by the manifest's account."""
     text = (f"Not trained in this run: the weights were loaded from `{weights}` "
-            f"(sha256 {_file_digest(weights)[:16]}…).")
+            f"(sha256 {digest[:16]}…).")
     manifest_path = weights.parent / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
