@@ -57,15 +57,87 @@ class SpecText:
         return None
 
 
-def parse_spec_text(text: str, source: str) -> SpecText:
-    """Parse YAML text with the safe loader; raise SpecError on any problem."""
+# Specs are untrusted data: their size and the size of the tree their aliases expand
+# to are bounded, so that a "billion laughs" document is refused at once instead of
+# expanding in memory (every later step walks the expanded tree).
+MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_NODES = 100_000
+
+
+def _check_tree(root: yaml.Node, source: str) -> None:
+    """Refuse duplicate keys, recursive aliases and trees whose expansion exceeds
+    ``MAX_SPEC_NODES`` nodes; aliases are counted once per use."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    duplicates: list[SpecIssue] = []
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise SpecError(source, [SpecIssue("", "a YAML alias refers to its own anchor (a recursive "
+                                                   "document)", node.start_mark.line + 1)])
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    line = key_node.start_mark.line + 1
+                    if key_node.value in seen:
+                        duplicates.append(SpecIssue(
+                            "", f"the key {key_node.value!r} appears twice in one mapping, at lines "
+                                f"{seen[key_node.value]} and {line}; YAML keeps only one of them", line))
+                    seen.setdefault(key_node.value, line)
+                total += size(key_node) + size(value_node)
+                if total > MAX_SPEC_NODES:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+                if total > MAX_SPEC_NODES:
+                    break
+        open_nodes.discard(key)
+        sizes[key] = total
+        if total > MAX_SPEC_NODES:
+            raise SpecError(source, [SpecIssue(
+                "", f"the document expands to more than {MAX_SPEC_NODES:,} values (through its aliases); "
+                    "a spec is a small settings file", node.start_mark.line + 1)])
+        return total
+
+    size(root)
+    if duplicates:
+        raise SpecError(source, duplicates)
+
+
+def load_bounded(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """YAML text → (data, composed tree), with the safe loader and the bounds above;
+    SpecError on any problem."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(source, [SpecIssue("", f"the text is {len(text):,} characters long; a spec may be "
+                                               f"at most {MAX_SPEC_BYTES:,}")])
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = yaml.SafeLoader(text)  # its reader already refuses some characters
+    except yaml.YAMLError as exc:
+        raise SpecError(source, [_yaml_issue(exc)]) from None
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _check_tree(root, source)
+        return loader.construct_document(root), root
     except yaml.YAMLError as exc:
         raise SpecError(source, [_yaml_issue(exc)]) from None
     except RecursionError:
         raise SpecError(source, [SpecIssue("", "the YAML nests too deeply")]) from None
+    finally:
+        loader.dispose()
+
+
+def parse_spec_text(text: str, source: str) -> SpecText:
+    """Parse YAML text with the safe loader; raise SpecError on any problem."""
+    data, root = load_bounded(text, source)
     if data is None:
         raise SpecError(source, [SpecIssue("", "the spec is empty")])
     if not isinstance(data, dict):
@@ -73,16 +145,23 @@ def parse_spec_text(text: str, source: str) -> SpecText:
             source,
             [SpecIssue("", f"a spec is a mapping of keys to values, not a {type(data).__name__}", 1)],
         )
-    lines = _line_map(root) if root is not None else {}
-    return SpecText(data, lines, source)
+    assert root is not None
+    return SpecText(data, _line_map(root), source)
 
 
 def read_spec_file(path: Path) -> SpecText:
-    """Read and parse the spec at ``path``."""
+    """Read and parse the spec at ``path`` (a regular file of at most
+    ``MAX_SPEC_BYTES``: a device such as /dev/zero is refused, not read forever)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(path, [SpecIssue("", "no such file")]) from None
+        if not path.is_file():
+            what = "no such file" if not path.exists() else "not a regular file"
+            raise SpecError(path, [SpecIssue("", what)])
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(path, [SpecIssue("", f"the file is larger than {MAX_SPEC_BYTES:,} bytes; "
+                                                 "a spec is a small settings file")])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(path, [SpecIssue("", f"cannot read the file: {exc}")]) from None
     return parse_spec_text(text, str(path))
@@ -129,10 +208,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, sep, raw_value = override.partition("=")
         if not sep or not key.strip():
             raise SpecError(source, [SpecIssue("", "expected KEY.PATH=VALUE, e.g. train.steps=200")])
-        try:
-            value = yaml.safe_load(raw_value) if raw_value.strip() else ""
-        except yaml.YAMLError as exc:
-            raise SpecError(source, [_yaml_issue(exc)]) from None
+        value = load_bounded(raw_value, source)[0] if raw_value.strip() else ""
         set_path(result, key, value, source)
     return result
 

@@ -124,12 +124,35 @@ def _variants(args: argparse.Namespace, resolved) -> list[str]:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """The spec as given; without ``--profile``, each of its profiles too; and each
+    variant under each. Every problem found is reported, naming its profile and
+    variant."""
+    from ._specfile import read_spec_file
+    from .errors import SpecError, SpecIssue
+    from .spec import load_spec
+
     resolved = _load(args)
     parts = ", ".join(f"{path}={c.plugin.name}" for path, c in resolved.components.items())
     variants = _variants(args, resolved)
-    for name in variants:  # each variant must validate too
-        _load(args, variant=name)
+    declared = read_spec_file(Path(args.spec)).data.get("profiles")  # the resolved spec drops them
+    profiles = [args.profile] if args.profile else [None, *(declared if isinstance(declared, dict) else [])]
+    issues: list[SpecIssue] = []
+    for profile in profiles:
+        for variant in [None, *variants]:
+            if profile == args.profile and variant is None:
+                continue  # checked above
+            try:
+                load_spec(args.spec, overrides=args.set or [], disabled=_disabled(args), profile=profile,
+                          variant=variant)
+            except SpecError as exc:
+                chosen = (("profile", profile), ("variant", variant))
+                context = " ".join(f"--{flag} {name}" for flag, name in chosen if name is not None)
+                issues += [SpecIssue(i.path, f"{i.message} (with {context})", i.line) for i in exc.issues]
+    if issues:
+        raise SpecError(args.spec, issues)
     extra = f"; variants {', '.join(variants)} valid" if variants else ""
+    if len(profiles) > 1:
+        extra += f"; profiles {', '.join(p for p in profiles if p)} valid"
     console.print(f"[green]valid:[/] {escape(str(args.spec))} ({escape(parts or 'no components')}{extra})")
     return 0
 
@@ -359,27 +382,36 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     placement = resolve_placement(args.device, args.precision)
     network = network.to(placement.device).eval()
     out = Path(args.output)
-    failed: list[tuple[Path, str]] = []
-    notes: list[str] = []
+    rows: list[dict[str, str]] = []  # one per input: what happened to it, and why
     for path, relative in progress(files, total=len(files), description="enhancing"):
+        notes: list[str] = []
         try:
             audio, rate = read_audio(path, channels="mix")
         except AudioError as exc:
-            failed.append((path, str(exc)))
+            rows.append({"file": str(path), "outcome": "refused", "reason": exc.reason, "output": ""})
             continue
         channels = audio_channels(path)
         if channels > 1:
-            notes.append(f"{path}: {channels} channels mixed to mono")
+            notes.append(f"{channels} channels mixed to mono")
         if not np.any(audio):
-            notes.append(f"{path}: silent input, written unchanged")
+            notes.append("silent input, written unchanged")
             enhanced, probability, frame_seconds = audio, None, None
         else:
-            result = model.enhance(network, audio, rate, placement)
+            try:
+                result = model.enhance(network, audio, rate, placement)
+            except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
+                reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                rows.append({"file": str(path), "outcome": "failed", "reason": reason, "output": ""})
+                continue
             enhanced, probability = result.audio, result.speech_probability
             frame_seconds = result.frame_seconds
+        if not np.all(np.isfinite(enhanced)):
+            rows.append({"file": str(path), "outcome": "failed", "reason": "the model's output is not finite",
+                         "output": ""})
+            continue
         peak = float(np.max(np.abs(enhanced))) if len(enhanced) else 0.0
         if peak > 1.0:
-            notes.append(f"{path}: output peaked at {peak:.2f}; clipped to ±1")
+            notes.append(f"output peaked at {peak:.2f}; clipped to ±1")
         target = out / relative.with_suffix(".wav")
         write_audio(target, np.clip(enhanced, -1, 1), rate)
         if probability is not None and args.vad in ("csv", "both"):
@@ -391,14 +423,22 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
                       [{"start_s": a, "end_s": b} for a, b in speech_segments(probability, frame_seconds,
                                                                              args.threshold)],
                       ["start_s", "end_s"])
-    for note in notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
-    for path, reason in failed:
-        console.print(f"[red]skipped:[/] {escape(str(path))}: {escape(reason)}", soft_wrap=True,
-                      highlight=False)
-    console.print(f"enhanced {len(files) - len(failed)} of {len(files)} file(s) with {escape(str(source))} "
-                  f"into {escape(str(out))}", soft_wrap=True, highlight=False)
-    return 1 if failed else 0
+        rows.append({"file": str(path), "outcome": "enhanced", "reason": "; ".join(notes),
+                     "output": str(target)})
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "enhance.csv", rows, ["file", "outcome", "reason", "output"])
+    for row in rows:
+        if row["outcome"] != "enhanced":
+            console.print(f"[red]{row['outcome']}:[/] {escape(row['file'])}: {escape(row['reason'])}",
+                          soft_wrap=True, highlight=False)
+        elif row["reason"]:
+            console.print(f"[yellow]note:[/] {escape(row['file'])}: {escape(row['reason'])}", soft_wrap=True,
+                          highlight=False)
+    done = sum(row["outcome"] == "enhanced" for row in rows)
+    console.print(f"enhanced {done} of {len(files)} file(s) with {escape(str(source))} into "
+                  f"{escape(str(out))}; every file's outcome in {escape(str(out / 'enhance.csv'))}",
+                  soft_wrap=True, highlight=False)
+    return 0 if done == len(files) else 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -475,7 +515,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     write_text(out / "summary.md", "\n".join(text) + "\n")
     console.print("\n".join(text), soft_wrap=True, highlight=False, markup=False)
     console.print(f"per-file scores: {escape(str(out / 'scores.csv'))}", soft_wrap=True, highlight=False)
-    return 0
+    return 1 if errors else 0  # every file is in scores.csv; the status says whether some were refused
 
 
 def _read_groups(path: Path, column: str) -> dict[str, str]:

@@ -28,11 +28,14 @@ class Params(BaseModel):
     """Base class for a plugin's parameters.
 
     It forbids unknown fields, so a misspelt parameter in a spec is an error rather
-    than a silently ignored value. Document each field with ``Field(description=...)``:
-    ``wavelens plugins show NAME`` prints those descriptions.
+    than a silently ignored value, and refuses NaN and infinite numbers in every
+    float field (a field where infinity means something opts in with
+    ``Annotated[float, pydantic.AllowInfNan(True)]``). Document each field with
+    ``Field(description=...)``: ``wavelens plugins show NAME`` prints those
+    descriptions.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

@@ -56,11 +56,16 @@ class SpecError(WavelensError):
         self.issues = list(issues)
         super().__init__(self._format())
 
+    #: how many issues the message lists; the rest are counted (all stay in ``issues``)
+    SHOWN = 20
+
     def _format(self) -> str:
         count = len(self.issues)
         noun = "problem" if count == 1 else "problems"
         lines = [f"{self.source}: {count} {noun} in spec"]
-        lines += [f"  - {issue}" for issue in self.issues]
+        lines += [f"  - {issue}" for issue in self.issues[: self.SHOWN]]
+        if count > self.SHOWN:
+            lines.append(f"  … and {count - self.SHOWN} more")
         return "\n".join(lines)
 
 

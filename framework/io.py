@@ -183,10 +183,29 @@ class CheckpointManager:
         return target
 
     def latest(self, map_location: str | torch.device = "cpu") -> tuple[int, dict] | None:
-        """The newest checkpoint as ``(step, state)``, or None when there is none."""
-        steps = self.steps()
-        if not steps:
-            return None
-        step = steps[-1]
-        state = torch.load(self.path(step), map_location=map_location, weights_only=False)
-        return step, state
+        """The newest readable checkpoint as ``(step, state)``, or None when there is
+        none.
+
+        Checkpoints are read with ``weights_only=True`` (tensors and plain data: a
+        file that would run code when unpickled is refused). A checkpoint that cannot
+        be read (truncated by a full disk, damaged, or crafted) is renamed
+        ``ckpt-<step>.pt.unreadable``, a warning names it and the reason, and the one
+        before it is tried."""
+        import logging
+
+        for step in reversed(self.steps()):
+            path = self.path(step)
+            try:
+                state = torch.load(path, map_location=map_location, weights_only=True)
+                if not isinstance(state, dict):
+                    raise ValueError(f"it holds a {type(state).__name__}, not a checkpoint's dict")
+            except Exception as exc:  # noqa: BLE001 - whatever the damage, the file is set aside
+                reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                aside = path.with_name(path.name + ".unreadable")
+                path.replace(aside)
+                logging.getLogger("wavelens").warning(
+                    "checkpoint %s cannot be read (%s); moved to %s, trying the one before it",
+                    path, reason, aside.name)
+                continue
+            return step, state
+        return None

@@ -330,6 +330,12 @@ class PluginRegistry:
                 f"{where}: {item.name}.params must forbid unknown fields "
                 "(subclass framework.Params, or set model_config extra='forbid')"
             )
+        if item.params.model_config.get("allow_inf_nan", True) is not False:
+            raise PluginError(
+                f"{where}: {item.name}.params must refuse NaN and infinite numbers "
+                "(subclass framework.Params, or set model_config allow_inf_nan=False; a field "
+                "where infinity means something can say so with Annotated[float, AllowInfNan(True)])"
+            )
         if not callable(item.build):
             raise PluginError(f"{where}: {item.name}.build is not callable")
         if source.type == "builtin":

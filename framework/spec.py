@@ -73,7 +73,7 @@ plugin's ``Params`` for files and folders the spec names."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Component(_Strict):
@@ -411,18 +411,58 @@ def _resolve(
         for i, p in enumerate(spec.plugins)
         if not p.is_file()
     ]
-    if spec.model is not None and spec.model.weights is not None and not spec.model.weights.is_file():
-        missing.append(
-            SpecIssue("model.weights", f"weights file {spec.model.weights} does not exist",
-                      text.line_of(("model", "weights")))
-        )
+    weights = spec.model.weights if spec.model is not None else None
+    if weights is not None and not weights.is_file():
+        what = "is not a file" if weights.exists() else "does not exist"
+        missing.append(SpecIssue("model.weights", f"weights file {weights} {what}",
+                                 text.line_of(("model", "weights"))))
     if missing:
         raise SpecError(text.source, missing)
     registry = PluginRegistry.discover(
         files=spec.plugins, disabled=disabled, registry_file=registry_file
     )
     components = resolve_components(spec, text, registry, spec_dir)
+    if weights is not None:
+        problem = _weights_problem(components["model"], weights)
+        if problem:
+            line = text.line_of(("model", "weights"))
+            raise SpecError(text.source, [SpecIssue("model.weights", problem, line)])
     return ResolvedSpec(spec, components, registry, text.source, spec_dir)
+
+
+def _weights_problem(model: ResolvedComponent, weights: Path) -> str | None:
+    """Why ``weights`` cannot be loaded into the model's network, or None.
+
+    The file must load with ``torch.load(weights_only=True)`` (plain tensors and
+    containers: a file that would run code is refused), and the model's own
+    ``load_weights`` must accept it into a network built on the ``meta`` device,
+    which has the parameters' names and shapes but no storage: the check costs
+    reading the file and nothing more."""
+    import warnings
+
+    import torch
+
+    def first_line(exc: Exception) -> str:
+        text = " ".join(str(exc).split())
+        return text[:600] or type(exc).__name__
+
+    try:
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the problem reported
+        return (f"{weights} is not a weights file that loads safely (torch.load with weights_only=True): "
+                f"{first_line(exc).split('. ')[0]}")
+    try:
+        with torch.device("meta"):
+            network = model.build().network()
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta is checked when it runs
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "copying ... to a meta parameter is a no-op": intended
+            model.build().load_weights(network, weights)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the problem reported
+        return f"{weights} does not fit a {model.plugin.name} network with these params: {first_line(exc)}"
+    return None
 
 
 def load_spec(

@@ -6,9 +6,12 @@ network (:meth:`~TrainingLoop.extra_state` / :meth:`~TrainingLoop.load_extra_sta
 optimisers, schedulers, random generators, data order). The loop does the rest, the
 same way for every model:
 
+* checkpoints the network itself (the ``network`` given to ``__init__``, or else the
+  loop's ``self.network``) and restores it before :meth:`~TrainingLoop.load_extra_state`;
 * resumes from the newest checkpoint in ``workdir/checkpoints`` (a stage interrupted
   and run again continues where it stopped, bit for bit when the model keeps its
-  random generators in its state);
+  random generators in its state); a newest checkpoint that cannot be read (a
+  truncated file) is set aside and the one before it is used, with a warning;
 * shows a progress bar (with :meth:`~TrainingLoop.status` beside it) on rank 0;
 * averages the logged values over each ``log_every`` window into ``history``;
 * saves a checkpoint every ``checkpoint_every`` steps and at the end;
@@ -21,7 +24,7 @@ Example::
 
     class MyLoop(TrainingLoop):
         def __init__(self, network, data, **settings):
-            super().__init__(**settings)
+            super().__init__(network=network, **settings)
             self.network, self.data = network, data
             self.optimizer = torch.optim.AdamW(network.parameters())
 
@@ -33,11 +36,10 @@ Example::
             self.optimizer.step()
             return {"loss": loss.detach()}
 
-        def extra_state(self):
-            return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict()}
+        def extra_state(self):  # the network is the loop's to checkpoint
+            return {"optimizer": self.optimizer.state_dict()}
 
         def load_extra_state(self, state):
-            self.network.load_state_dict(state["network"])
             self.optimizer.load_state_dict(state["optimizer"])
 
     history = MyLoop(net, batches, workdir=ctx.workdir, steps=1000, log=ctx.log,
@@ -59,7 +61,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .errors import RunInterrupted
+from .errors import RunInterrupted, StageError
 from .io import CheckpointManager
 
 __all__ = ["TrainingLoop", "deferred_interrupts"]
@@ -90,6 +92,9 @@ class TrainingLoop(ABC):
 
     Args:
         workdir: the model stage's folder; checkpoints go to ``workdir/checkpoints``.
+        network: the network the loop trains; its weights go into every checkpoint
+            (under ``"network"``) and come back on resume. Without it the loop uses
+            ``self.network`` when the subclass sets one.
         steps: the last step (a resumed loop starts after its checkpoint's step).
         checkpoint_every, keep_checkpoints, log_every: as in the spec's ``train``.
         rank, world: this process and the number of processes; rank 0 alone writes.
@@ -98,7 +103,8 @@ class TrainingLoop(ABC):
         description: the progress bar's label.
     """
 
-    def __init__(self, *, workdir: Path, steps: int, checkpoint_every: int = 1000,
+    def __init__(self, *, workdir: Path, steps: int, network: torch.nn.Module | None = None,
+                 checkpoint_every: int = 1000,
                  keep_checkpoints: int = 3, log_every: int = 50, rank: int = 0, world: int = 1,
                  log: Any = None, progress: Callable[..., Iterator] | None = None,
                  description: str = "steps"):
@@ -112,6 +118,7 @@ class TrainingLoop(ABC):
         self.description = description
         self.history: list[dict[str, float]] = []
         self.checkpoints = CheckpointManager(self.workdir / "checkpoints", keep=keep_checkpoints)
+        self._network = network
         self._started = 0.0
         self._done_here = 0
 
@@ -124,7 +131,8 @@ class TrainingLoop(ABC):
 
     @abstractmethod
     def extra_state(self) -> dict[str, Any]:
-        """Everything to checkpoint besides the step and the history."""
+        """Everything to checkpoint besides the step, the history and the network
+        (plain data and tensors: checkpoints are read with ``weights_only=True``)."""
 
     @abstractmethod
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -180,9 +188,20 @@ class TrainingLoop(ABC):
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
+    def trained_network(self) -> torch.nn.Module | None:
+        """The network the loop checkpoints: ``network`` given to ``__init__``, else
+        ``self.network`` when it is a module."""
+        if self._network is not None:
+            return self._network
+        found = getattr(self, "network", None)
+        return found if isinstance(found, torch.nn.Module) else None
+
     def save(self, step: int) -> None:
         """Checkpoint ``step`` (rank 0 writes; every rank's checksum is recorded)."""
         state = {"step": step, "history": self.history, **self.extra_state()}
+        network = self.trained_network()
+        if network is not None:
+            state["network"] = network.state_dict()
         if self.world > 1:
             checksums: list[str] = [""] * self.world
             dist.all_gather_object(checksums, self.parameter_checksum())
@@ -200,12 +219,22 @@ class TrainingLoop(ABC):
         if found is None:
             return 0
         step, state = found
+        network = self.trained_network()
+        if network is not None:
+            if "network" not in state:
+                raise StageError(f"checkpoint {self.checkpoints.path(step)} holds no network weights; "
+                                 "resuming would start from fresh weights. Move it aside to start over.")
+            network.load_state_dict(state["network"])
         self.load_extra_state(state)
         self.history = list(state.get("history", []))
         return step
 
     def run(self) -> list[dict[str, float]]:
         """Train to ``steps``; return the logged history."""
+        if self.trained_network() is None and "network" not in self.extra_state():
+            raise StageError(
+                f"{type(self).__name__} would checkpoint no network weights, and a resumed run would "
+                "start from fresh ones: pass network=... to TrainingLoop.__init__ (or set self.network)")
         start = self.restore()
         if start and self.log and self.rank == 0:
             self.log.info("resuming training at step %d of %d", start, self.steps)

@@ -294,6 +294,69 @@ def test_enhance_writes_the_inputs_length_and_rate_with_the_vad_track(small_run,
     assert (out / "in" / "a48k.segments.csv").read_text().startswith("start_s,end_s")
 
 
+def _hostile_folder(folder: Path) -> dict[str, bool]:
+    """Broken, odd and good audio files; the value says whether ``enhance`` can
+    write an output for the file (the rest are refused with a reason)."""
+    rng = np.random.default_rng(5)
+    folder.mkdir(parents=True)
+    speech = (rng.standard_normal(16000) * 0.1).astype(np.float32)
+    files = {}
+
+    def write(name, data, rate=16000, subtype=None, ok=True):
+        sf.write(folder / name, data, rate, subtype=subtype)
+        files[name] = ok
+
+    write("good.wav", speech)
+    write("stereo.wav", np.stack([speech, speech[::-1]], axis=1))
+    write("rate8k.wav", speech[:8000], 8000)
+    write("rate44k.wav", rng.standard_normal(44100).astype(np.float32) * 0.1, 44100)
+    write("eightbit.wav", speech, subtype="PCM_U8")
+    write("float64.wav", speech.astype(np.float64), subtype="DOUBLE")
+    write("flac.flac", speech)
+    write("silent.wav", np.zeros(16000, np.float32))
+    write("clipped.wav", np.clip(speech * 40, -1, 1))
+    write("dc.wav", speech * 0.5 + 0.4)
+    write("short8.wav", speech[:8])
+    write("short1.wav", speech[:1])
+    write("nan.wav", np.where(np.arange(16000) == 500, np.nan, speech), subtype="FLOAT", ok=False)
+    write("inf.wav", np.where(np.arange(16000) == 500, np.inf, speech), subtype="FLOAT", ok=False)
+    write("empty.wav", np.zeros(0, np.float32), ok=False)
+    (folder / "zero.wav").write_bytes(b"")
+    files["zero.wav"] = False
+    (folder / "notaudio.wav").write_bytes(b"RIFF not audio at all")
+    files["notaudio.wav"] = False
+    good = (folder / "good.wav").read_bytes()
+    (folder / "truncated.wav").write_bytes(good[:30])  # inside the header
+    files["truncated.wav"] = False
+    return files
+
+
+def test_enhance_over_a_folder_of_hostile_audio_accounts_for_every_file(small_run, tmp_path, capsys):
+    import csv
+
+    files = _hostile_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    code = main(["enhance", str(tmp_path / "in"), "-o", str(out), "--checkpoint", str(small_run),
+                 "--device", "cpu"])
+    text = " ".join(capsys.readouterr().err.split())
+    assert code == 1  # because of the refusals only
+    assert "Traceback" not in text
+    rows = {Path(r["file"]).name: r for r in csv.DictReader((out / "enhance.csv").open())}
+    assert set(rows) == set(files)
+    for name, writable in files.items():
+        row = rows[name]
+        assert row["outcome"] == ("enhanced" if writable else "refused"), (name, row)
+        if not writable:
+            assert row["reason"], name
+            continue
+        written, rate = sf.read(row["output"], dtype="float32")
+        source = sf.info(tmp_path / "in" / name)
+        assert (rate, len(written)) == (source.samplerate, source.frames), name
+        assert np.all(np.isfinite(written)), name
+    assert "silent input" in rows["silent.wav"]["reason"]
+    assert "2 channels mixed to mono" in rows["stereo.wav"]["reason"]
+
+
 def test_the_metrics_stage_scores_enhanced_items_one_by_one(small_run, tmp_path):
     spec = load_spec(small_run / "spec.yaml", overrides=[
         "metrics=[{plugin: pesq}, {plugin: stoi}, {plugin: vad}]",
@@ -348,3 +411,22 @@ def test_training_in_two_processes_keeps_the_replicas_identical(tmp_path):
     assert step == 2
     checksums = state["replica_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
+
+
+def test_evaluate_over_a_folder_of_hostile_audio_accounts_for_every_file(tmp_path, capsys):
+    import csv
+    import shutil
+
+    files = _hostile_folder(tmp_path / "estimates")
+    (tmp_path / "references").mkdir()
+    for name in files:
+        shutil.copy(tmp_path / "estimates" / "good.wav", tmp_path / "references" / name)
+    code = main(["evaluate", "--reference", str(tmp_path / "references"), "--estimate",
+                 str(tmp_path / "estimates"), "--metrics", "stoi", "--workers", "1", "--out",
+                 str(tmp_path / "scores")])
+    assert code == 1 and "Traceback" not in capsys.readouterr().err
+    rows = {r["file"]: r for r in csv.DictReader((tmp_path / "scores" / "scores.csv").open())}
+    assert set(rows) == set(files)
+    for name, row in rows.items():
+        assert row["status"] in ("ok", "error") and (row["status"] == "ok" or row["reason"]), name
+    assert rows["good.wav"]["status"] == "ok" and float(rows["good.wav"]["stoi"]) > 0.99

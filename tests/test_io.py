@@ -64,3 +64,37 @@ def test_atomic_write_gives_files_the_mode_open_would(tmp_path):
     write_json(tmp_path / "atomic.json", {})
     mode = stat.S_IMODE(os.stat(tmp_path / "atomic.json").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mknod, (str(self.marker),))
+
+
+def test_a_crafted_checkpoint_is_not_executed_and_the_one_before_is_used(tmp_path, caplog):
+    manager = CheckpointManager(tmp_path, keep=5)
+    manager.save(1, {"value": torch.tensor(1)})
+    marker = tmp_path / "pwned"
+    torch.save({"value": _Payload(marker)}, manager.path(2))
+    step, state = manager.latest()
+    assert step == 1 and int(state["value"]) == 1
+    assert not marker.exists()
+    assert (tmp_path / "ckpt-000000002.pt.unreadable").is_file()
+    assert "ckpt-000000002.pt cannot be read" in caplog.text and "trying the one before it" in caplog.text
+
+
+def test_a_truncated_newest_checkpoint_falls_back_with_a_message(tmp_path, caplog):
+    manager = CheckpointManager(tmp_path, keep=5)
+    for step in (3, 6):
+        manager.save(step, {"value": torch.arange(1000) * step})
+    newest = manager.path(6)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    step, state = manager.latest()
+    assert step == 3 and int(state["value"][1]) == 3
+    assert "ckpt-000000006.pt cannot be read" in caplog.text
+    assert manager.steps() == [3]  # the damaged file is set aside, not deleted
+    manager.path(3).write_bytes(b"")
+    assert manager.latest() is None  # nothing readable left: training starts over

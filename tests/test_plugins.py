@@ -151,6 +151,43 @@ def test_params_that_allow_unknown_fields_are_refused(tmp_path):
         PluginRegistry.discover(files=[lax])
 
 
+def test_params_that_allow_infinite_numbers_are_refused(tmp_path):
+    lax = tmp_path / "lax.py"
+    lax.write_text(
+        textwrap.dedent(EP_PLUGIN)
+        .replace("from framework import", "from pydantic import BaseModel, ConfigDict\nfrom framework import")
+        .replace("class EpParams(Params):",
+                 "class EpParams(BaseModel):\n    model_config = ConfigDict(extra='forbid')")
+    )
+    with pytest.raises(PluginError, match="must refuse NaN and infinite numbers"):
+        PluginRegistry.discover(files=[lax])
+
+
+def _float_fields(params) -> list[str]:
+    return [name for name, field in params.model_fields.items() if "float" in repr(field.annotation)]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_every_float_parameter_of_every_builtin_plugin_refuses_non_finite_numbers(bad):
+    from pydantic import ValidationError
+
+    registry = PluginRegistry.discover()
+    checked = 0
+    for item in registry.all():
+        for name in _float_fields(item.contribution.params):
+            refused = False
+            for value in (bad, [bad], [bad, bad], [[bad, bad]]):  # a float, a list or a pair of them
+                try:
+                    item.contribution.params.model_validate({name: value})
+                except ValidationError as exc:
+                    refused = any(e["type"] == "finite_number" and e["loc"][0] == name for e in exc.errors())
+                if refused:
+                    break
+            assert refused, f"{item.contribution.name}.{name} accepts {bad}"
+            checked += 1
+    assert checked > 40  # the built-in plugins have many float parameters
+
+
 def test_registry_must_list_every_builtin_contribution(tmp_path):
     registry = tmp_path / "registry.yaml"
     registry.write_text("plugins:\n  - {name: tones, kind: dataset, module: plugins.toy.tiny_cnn}\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from framework import SpecError, load_spec, load_spec_text
+from framework import ResolvedSpec, SpecError, load_spec, load_spec_text
 from framework.cli import main
 
 from conftest import FIXTURE_PLUGINS
@@ -134,6 +134,77 @@ def test_python_object_tag_is_refused(write_spec, tmp_path):
     assert not marker.exists()
 
 
+def _laughs(levels: int, key: str = "description") -> str:
+    """A "billion laughs" document: each anchor a list of nine aliases of the last."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\n{key}: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize("key", ["description", "lols"], ids=["legal-key", "unknown-key"])
+def test_an_alias_bomb_is_refused_at_once(key):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(SpecError, match="expands to more than 100,000 values"):
+        load_spec_text(GOOD + _laughs(9, key))  # 9**9 = 387 million strings when expanded
+    assert time.perf_counter() - started < 5  # generous on a loaded machine; it takes milliseconds
+
+
+def test_aliases_within_bounds_still_work():
+    spec = load_spec_text(GOOD.replace("seed: 7", "seed: &seed 7\ndescription: x") + "plugins: []\n"
+                          "profiles: {again: {seed: *seed}}\n")
+    assert spec.spec.seed == 7
+
+
+def test_a_recursive_alias_is_refused():
+    with pytest.raises(SpecError, match="refers to its own anchor"):
+        load_spec_text(GOOD + "description: &d [*d]\n")
+
+
+def test_a_duplicate_key_is_refused_with_both_lines():
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(GOOD + "seed: 8\n")
+    (issue,) = caught.value.issues
+    assert "'seed' appears twice in one mapping, at lines 3 and 12" in issue.message
+    assert issue.line == 12
+
+
+def test_a_huge_spec_is_refused_before_it_is_parsed(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text(GOOD + "description: " + "x" * 10_000_000 + "\n")
+    with pytest.raises(SpecError, match="larger than 1,000,000 bytes"):
+        load_spec(big)
+    with pytest.raises(SpecError, match="at most 1,000,000"):
+        load_spec_text(GOOD + "description: " + "x" * 2_000_000 + "\n")
+
+
+def test_a_device_is_not_read_as_a_spec():
+    with pytest.raises(SpecError, match="not a regular file"):
+        load_spec(Path("/dev/zero"))
+
+
+def test_an_override_is_bounded_too(write_spec):
+    with pytest.raises(SpecError, match="--set description="):
+        load_spec(write_spec(GOOD), overrides=["description=" + _laughs(9).replace("\n", ", ").join("{}")])
+
+
+def test_many_problems_are_all_kept_but_the_message_lists_twenty():
+    text = GOOD + "".join(f"unknown_{i}: 1\n" for i in range(500))
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text)
+    assert len(caught.value.issues) == 500
+    message = str(caught.value)
+    assert message.count("unknown_") == 20 and "… and 480 more" in message
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_numbers_are_refused_in_plugin_params(write_spec, value):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(GOOD.replace("n_test: 8}", f"n_test: 8, snr_db: {value}}}")))
+    assert "finite number" in issues_of(caught)["data.params.snr_db"]
+
+
 def test_invalid_yaml_reports_the_line(write_spec):
     with pytest.raises(SpecError) as caught:
         load_spec(write_spec("spec_version: 1\nname: [unclosed\n"))
@@ -197,7 +268,9 @@ def test_spec_paths_resolve_relative_to_the_spec_file(tmp_path):
     assert load_spec(spec).spec.model.weights == tmp_path / "w" / "weights.pt"
 
 
-def test_run_print_shows_the_resolved_spec(write_spec, capsys):
+def test_run_print_shows_the_resolved_spec(write_spec, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ./runs is where a run would go
+    monkeypatch.delenv("WAVELENS_RUNS_DIR", raising=False)
     assert main(["run", str(write_spec(GOOD)), "--print", "--set", "seed=11"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed"] == 11
@@ -214,6 +287,21 @@ def test_validate_exits_2_with_the_message(write_spec, capsys):
 def test_validate_accepts_a_good_spec(write_spec, capsys):
     assert main(["validate", str(write_spec(GOOD))]) == 0
     assert "valid" in capsys.readouterr().err
+
+
+def test_validate_checks_every_profile_and_variant(write_spec, capsys):
+    spec = write_spec(GOOD + "profiles:\n  fast: {train.steps: 0}\n  fine: {seed: 3}\n"
+                      "variants:\n  wide: {model.params.n_classes: two}\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "train.steps" in err and "(with --profile fast)" in err
+    for context in ("--variant wide)", "--profile fast --variant wide", "--profile fine --variant wide"):
+        assert context in err, context
+    assert main(["validate", str(spec), "--profile", "fine", "--set", "model.params.n_classes=4"]) == 2
+    assert "--profile fast" not in capsys.readouterr().err  # only the profile asked for
+    good = write_spec(GOOD + "profiles:\n  fine: {seed: 3}\n", name="good.yaml")
+    assert main(["validate", str(good)]) == 0
+    assert "profiles fine valid" in capsys.readouterr().err
 
 
 def test_shipped_specs_validate():
@@ -238,6 +326,47 @@ def test_missing_weights_file_names_its_path(write_spec):
     with pytest.raises(SpecError) as caught:
         load_spec(write_spec(text))
     assert "does not exist" in issues_of(caught)["model.weights"]
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _with_weights(path) -> str:
+    return GOOD.replace("  params: {n_classes: 4}", f"  params: {{n_classes: 4}}\n  weights: {path}")
+
+
+def test_weights_that_are_not_a_weights_file_are_refused_at_validate_time(write_spec, tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    torch.save({"w": _Payload(marker)}, tmp_path / "payload.pt")
+    (tmp_path / "text.pt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    for name in ("payload.pt", "text.pt"):
+        with pytest.raises(SpecError) as caught:
+            load_spec(write_spec(_with_weights(tmp_path / name)))
+        message = issues_of(caught)["model.weights"]
+        assert "is not a weights file that loads safely" in message, message
+        assert caught.value.issues[0].line == 10
+    assert not marker.exists()  # the pickle's payload never ran
+    with pytest.raises(SpecError, match="is not a file"):
+        load_spec(write_spec(_with_weights(tmp_path)))
+
+
+def test_weights_of_another_shape_are_refused_naming_the_keys(write_spec, tmp_path):
+    resolved = load_spec(write_spec(GOOD.replace("n_classes: 4", "n_classes: 5")))
+    model = resolved.component("model").build()
+    model.save_weights(model.network(), tmp_path / "five.pt")
+    with pytest.raises(SpecError) as caught:
+        load_spec(write_spec(_with_weights(tmp_path / "five.pt")))
+    message = issues_of(caught)["model.weights"]
+    assert "does not fit a tiny_cnn network with these params" in message and "size mismatch" in message
+    assert isinstance(load_spec(write_spec(_with_weights(tmp_path / "five.pt")),
+                                overrides=["model.params.n_classes=5"]), ResolvedSpec)
 
 
 def test_home_of_an_unknown_user_is_a_spec_error(write_spec):

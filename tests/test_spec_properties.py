@@ -131,3 +131,35 @@ def test_arbitrary_overrides_validate_or_raise_spec_error(overrides):
 
 def test_valid_base_spec_is_accepted():
     assert isinstance(load_spec_text(yaml.safe_dump(BASE)), ResolvedSpec)
+
+
+def _alias_tree(width: int, depth: int, key: str) -> str:
+    """``depth`` anchors, each a list of ``width`` aliases of the one before, and
+    ``key`` set to the last: width**depth values once expanded."""
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, depth)]
+    return "\n".join(lines) + f"\n{key}: *a{depth - 1}\n"
+
+
+@SETTINGS
+@given(st.integers(1, 12), st.integers(1, 12), st.sampled_from(["description", "name", "unknown", "seed"]))
+def test_aliases_expand_within_bounds_or_are_refused_quickly(width, depth, key):
+    import time
+
+    started = time.perf_counter()
+    check(yaml.safe_dump(BASE) + _alias_tree(width, depth, key))
+    assert time.perf_counter() - started < 10  # milliseconds normally; 12**12 values if expanded
+
+
+@SETTINGS
+@given(st.sampled_from([("model", "params", "learning_rate"), ("data", "params", "snr_db")]),
+       st.sampled_from([float("nan"), float("inf"), float("-inf")]))
+def test_non_finite_numbers_in_float_params_are_refused_with_their_path(path, value):
+    spec = copy.deepcopy(BASE)
+    spec[path[0]][path[1]][path[2]] = value
+    try:
+        load_spec_text(yaml.safe_dump(spec))
+    except SpecError as exc:
+        assert any(issue.path == ".".join(path) and "finite number" in issue.message for issue in exc.issues)
+    else:
+        raise AssertionError(f"{'.'.join(path)} = {value} was accepted")

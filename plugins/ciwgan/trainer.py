@@ -135,7 +135,8 @@ class GANTrainer(TrainingLoop):
     def __init__(self, network: CiwGAN, config: GANConfig, placement: Placement, workdir: Path,
                  rank: int = 0, world: int = 1, log: Any = None,
                  progress: Callable[..., Iterator] | None = None):
-        super().__init__(workdir=workdir, steps=config.steps, checkpoint_every=config.checkpoint_every,
+        super().__init__(workdir=workdir, steps=config.steps, network=network,
+                         checkpoint_every=config.checkpoint_every,
                          keep_checkpoints=config.keep_checkpoints, log_every=config.log_every,
                          rank=rank, world=world, log=log, progress=progress, description="GAN steps")
         self.history = config.history
@@ -167,8 +168,7 @@ class GANTrainer(TrainingLoop):
     # -- state -----------------------------------------------------------------------
 
     def extra_state(self) -> dict[str, Any]:
-        return {
-            "network": self.net.state_dict(),
+        return {  # the network is checkpointed by the loop
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "opt_q": self.opt_q.state_dict(),
@@ -180,7 +180,6 @@ class GANTrainer(TrainingLoop):
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["network"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.opt_q.load_state_dict(state["opt_q"])

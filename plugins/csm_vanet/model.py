@@ -105,10 +105,14 @@ def enhance_16k(network: CSMVANet, audio: np.ndarray, device: torch.device, chun
     autocast = placement.autocast() if placement is not None else torch.autocast("cpu", enabled=False)
 
     def run(piece: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # A piece shorter than the STFT window (a very short file, or the tail of a
+        # chunked one) is padded with zeros to one window and cut back afterwards.
+        length = len(piece)
+        padded = F.pad(piece, (0, max(0, network.spectra.n_fft - length)))
         with autocast:
-            out = network(piece[None].to(device))
-        vad = out["vad"][0].float().cpu() if out["vad"] is not None else None
-        return out["audio"][0].float().cpu(), vad
+            out = network(padded[None].to(device))
+        vad = out["vad"][0].float().cpu()[: length // hop + 1] if out["vad"] is not None else None
+        return out["audio"][0].float().cpu()[:length], vad
 
     if n <= chunk:
         estimate, vad = run(signal)
@@ -183,7 +187,8 @@ class EnhancementLoop(TrainingLoop):
                              "from the clean speech as voicebank_demand and noisy_mixtures do")
         self.steps_per_epoch = len(self.data) // train.batch_size  # the last partial batch is dropped
         steps = train.steps if train.steps is not None else train.epochs * self.steps_per_epoch
-        super().__init__(workdir=ctx.workdir, steps=steps, checkpoint_every=train.checkpoint_every,
+        super().__init__(workdir=ctx.workdir, steps=steps, network=network,
+                         checkpoint_every=train.checkpoint_every,
                          keep_checkpoints=train.keep_checkpoints, log_every=train.log_every,
                          rank=ctx.rank, world=ctx.world, log=ctx.log, progress=ctx.progress,
                          description="csm_vanet steps")
@@ -274,13 +279,12 @@ class EnhancementLoop(TrainingLoop):
     def extra_state(self) -> dict[str, Any]:
         # The global generators drive dropout: kept, so a resumed run continues exactly.
         cuda = self.placement.device.type == "cuda"
-        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"optimizer": self.optimizer.state_dict(),  # the loop checkpoints the network
                 "scaler": self.scaler.state_dict(), "validations": self.validations,
                 "cpu_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.placement.device) if cuda else None}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.validations = list(state["validations"])

@@ -55,7 +55,7 @@ class ClassifierLoop(TrainingLoop):
 
     def __init__(self, network: nn.Module, data, learning_rate: float, ctx: StageContext,
                  train: TrainSpec):
-        super().__init__(workdir=ctx.workdir, steps=train.required_steps("tiny_cnn"),
+        super().__init__(workdir=ctx.workdir, steps=train.required_steps("tiny_cnn"), network=network,
                          checkpoint_every=train.checkpoint_every,
                          keep_checkpoints=train.keep_checkpoints, log_every=train.log_every,
                          log=ctx.log, progress=ctx.progress, description="train")
@@ -83,11 +83,9 @@ class ClassifierLoop(TrainingLoop):
         return {"loss": loss.detach()}
 
     def extra_state(self) -> dict:
-        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.get_state()}
+        return {"optimizer": self.optimizer.state_dict(), "sampler": self.sampler.get_state()}
 
     def load_extra_state(self, state: dict) -> None:
-        self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.set_state(state["sampler"])
 
