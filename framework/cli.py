@@ -531,6 +531,43 @@ def _read_groups(path: Path, column: str) -> dict[str, str]:
     return {row["file"]: row[column] for row in rows}
 
 
+MAX_GENERATE = 10_000  # outputs per `generate` call: 10,000 of 16,384 samples are 655 MB
+
+
+def _count(low: int, high: int):
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low:,} to {high:,}, not {value:,}")
+        return value
+
+    return parse
+
+
+def _finite_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavelens", description="Interpret and enhance speech CNNs with plugins."
@@ -596,9 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a run directory, its model stage, or a checkpoint file")
     generate.add_argument("--code", required=True,
                           help="the code to set: an index, or a bit string for binary codes")
-    generate.add_argument("--value", type=float, default=1.0,
+    generate.add_argument("--value", type=_finite_float, default=1.0,
                           help="value of the set code (outside the training range, e.g. 2)")
-    generate.add_argument("-n", type=int, default=100, help="number of outputs (default 100)")
+    generate.add_argument("-n", type=_count(1, MAX_GENERATE), default=100,
+                          help=f"number of outputs (default 100, at most {MAX_GENERATE:,} per call)")
     generate.add_argument("--seed", type=int, default=0,
                           help="seed of the latent noise; the same seed gives the same noise for every code")
     generate.add_argument("--out", type=Path, default=None,
@@ -623,8 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="metric plugins, comma-separated (default composite,stoi,si_sdr)")
     evaluate.add_argument("--convention", choices=["voicebank", "loizou"], default=None,
                           help="composite measures' convention (default voicebank)")
-    evaluate.add_argument("--rate", type=int, default=16000, help="rate to score at (default 16000)")
-    evaluate.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    evaluate.add_argument("--rate", type=_count(1000, 384000), default=16000,
+                          help="rate to score at (default 16000)")
+    evaluate.add_argument("--workers", type=_count(1, 1024), default=None,
+                          help="worker processes (default: CPU count)")
     evaluate.add_argument("--by", default=None, help="group the summary by this column of --meta (Table II)")
     evaluate.add_argument("--meta", type=Path, default=None, help="CSV/TSV with a 'file' column and --by")
     evaluate.add_argument("--out", type=Path, default=None, help="output folder (default ESTIMATE-scores)")
@@ -640,7 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--vad", choices=["none", "csv", "segments", "both"], default="none",
                          help="also write the frame-level speech probability (NAME.vad.csv) and/or "
                          "speech segments (NAME.segments.csv)")
-    enhance.add_argument("--threshold", type=float, default=0.5, help="speech probability for segments")
+    enhance.add_argument("--threshold", type=_probability, default=0.5,
+                         help="speech probability for segments")
     enhance.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     enhance.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                          help="autocast precision on CUDA (default fp32)")
@@ -668,6 +709,27 @@ def main(argv: list[str] | None = None) -> int:
     except WavelensError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
+    except OSError as exc:  # the file system refused: a read-only folder, a full disk, a file in the way
+        console.print(f"[red]error:[/] {escape(_os_problem(exc))}", highlight=False, soft_wrap=True)
+        return 1
+
+
+def _os_problem(exc: OSError) -> str:
+    """One line for a file-system error: what failed, on which path, and the hint."""
+    import errno
+
+    what = exc.strerror or type(exc).__name__
+    where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name)
+    hints = {
+        errno.ENOSPC: "the disk is full: free space and run the same command again (a run resumes)",
+        errno.EDQUOT: "the disk quota is exceeded: free space and run the same command again",
+        errno.EACCES: "choose a folder you may write to (--runs-dir, --out, -o)",
+        errno.EROFS: "the file system is read-only: choose another folder (--runs-dir, --out, -o)",
+        errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
+        errno.EEXIST: "a file stands where a folder is needed: choose another path",
+    }
+    hint = hints.get(exc.errno or 0, "")
+    return f"{what}: {where}" + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":

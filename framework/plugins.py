@@ -26,6 +26,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import sys
 import traceback
@@ -136,6 +137,34 @@ def _package_version() -> str:
         return "0+unknown"
 
 
+def _is_editable(dist: importlib.metadata.Distribution) -> bool:
+    """Whether ``dist`` is installed in place (``pip install -e``): its code can change
+    without its version changing."""
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except (ValueError, OSError):
+        return False
+    return bool(direct.get("dir_info", {}).get("editable"))
+
+
+def _source_digest(module: str) -> str:
+    """A digest of the Python source of ``module``'s top-level package (or of the
+    module's file, for a lone module): an edit to any of its files changes it."""
+    top = importlib.util.find_spec(module.split(".")[0])
+    if top is None:
+        return "unknown"
+    if top.submodule_search_locations:
+        folders = [Path(folder) for folder in top.submodule_search_locations]
+        files = sorted((f.relative_to(folder).as_posix(), f)
+                       for folder in folders for f in folder.rglob("*.py"))
+    else:
+        files = [(Path(top.origin).name, Path(top.origin))] if top.origin else []
+    digest = hashlib.sha256()
+    for name, file in files:
+        digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def _import_failure(what: str, exc: BaseException) -> PluginError:
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return PluginError(
@@ -237,7 +266,10 @@ class PluginRegistry:
                 plugin = ep.load()
             except Exception as exc:
                 raise _import_failure(f"plugin {ep.name!r} from {source}", exc) from exc
-            self._register(plugin, ep.name, source, dist.version if dist else "unknown")
+            version = dist.version if dist else "unknown"
+            if dist is not None and _is_editable(dist):
+                version = f"{version}+src.{_source_digest(ep.module)}"
+            self._register(plugin, ep.name, source, version)
 
     def load_file(self, path: Path) -> None:
         """Import a local plugin file and register it as ``file:<stem>``."""

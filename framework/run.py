@@ -112,7 +112,9 @@ def plan_stages(resolved: ResolvedSpec) -> list[StagePlan]:
     if data:
         plans.append(StagePlan("data", "data", [data], []))
     if model:
-        extra: dict[str, Any] = {"train": spec.train.model_dump() if spec.train else None}
+        # What happens when training diverges does not change a run that does not.
+        train = spec.train.model_dump(exclude={"on_nonfinite"}) if spec.train else None
+        extra: dict[str, Any] = {"train": train}
         if spec.model.weights is not None:
             weights = spec.model.weights
             extra["weights_sha256"] = _file_digest(weights)  # validation checked it exists
@@ -581,6 +583,7 @@ class Run:
             },
             sort_keys=False,  # a dataset summary's order is the order to show it in
         )
+        _remove_leftovers(partial)
         if final.exists():
             stale = final.with_name(f"{final.name}.stale-{os.getpid()}")
             os.replace(final, stale)
@@ -588,6 +591,14 @@ class Run:
         os.replace(partial, final)
         self.outcomes[plan.name] = "computed"
         self.log.info("stage %s: done in %.1f s", plan.name, duration)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files of writes that a kill cut short (``atomic_write``
+    names them ``.<name>.<random>.tmp``), so a finished stage holds only finished files."""
+    for leftover in folder.rglob(".*.tmp"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 # -- torchrun ----------------------------------------------------------------------------

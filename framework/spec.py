@@ -101,6 +101,9 @@ class TrainSpec(_Strict):
     checkpoint_every: PositiveInt = Field(1000, description="steps between checkpoints")
     keep_checkpoints: PositiveInt = Field(3, description="how many checkpoints to keep")
     log_every: PositiveInt = Field(50, description="steps between logged losses")
+    on_nonfinite: Literal["stop", "warn"] = Field(
+        "stop", description="a logged value (a loss) that is NaN or infinite: stop the run, naming "
+        "the step (the checkpoints written before stay), or warn and go on")
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSpec:

@@ -99,6 +99,11 @@ class TrainingLoop(ABC):
         checkpoint_every, keep_checkpoints, log_every: as in the spec's ``train``.
         rank, world: this process and the number of processes; rank 0 alone writes.
         log: a logger (messages on rank 0 only), or None.
+        on_nonfinite: when a logged value of a step is NaN or infinite: ``"stop"``
+            (raise :class:`StageError` naming the step; no checkpoint of the diverged
+            network is written) or
+            ``"warn"`` (log a warning once and go on); the spec's
+            ``train.on_nonfinite``.
         progress: ``ctx.progress`` (or None for no bar).
         description: the progress bar's label.
     """
@@ -107,7 +112,7 @@ class TrainingLoop(ABC):
                  checkpoint_every: int = 1000,
                  keep_checkpoints: int = 3, log_every: int = 50, rank: int = 0, world: int = 1,
                  log: Any = None, progress: Callable[..., Iterator] | None = None,
-                 description: str = "steps"):
+                 description: str = "steps", on_nonfinite: str = "stop"):
         self.workdir = Path(workdir)
         self.steps = steps
         self.checkpoint_every = checkpoint_every
@@ -119,6 +124,10 @@ class TrainingLoop(ABC):
         self.history: list[dict[str, float]] = []
         self.checkpoints = CheckpointManager(self.workdir / "checkpoints", keep=keep_checkpoints)
         self._network = network
+        if on_nonfinite not in ("stop", "warn"):
+            raise ValueError(f"on_nonfinite must be 'stop' or 'warn', not {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self._warned_nonfinite = False
         self._started = 0.0
         self._done_here = 0
 
@@ -188,6 +197,27 @@ class TrainingLoop(ABC):
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
+    def _check_finite(self, values: dict[str, torch.Tensor], first_step: int) -> None:
+        """Stop (or warn) at the first step of a log window whose logged values are
+        not all finite."""
+        bad = {k: v for k, v in values.items() if not torch.isfinite(v).all()}
+        if not bad:
+            return
+        index = min(int((~torch.isfinite(v)).nonzero()[0, 0]) for v in bad.values())
+        step = first_step + index
+        at_step = {k: v[index] for k, v in bad.items() if not torch.isfinite(v[index]).all()}
+        names = ", ".join(f"{k} = {float(v):g}" if v.numel() == 1 else k for k, v in at_step.items())
+        message = (f"training diverged at step {step}: {names or ', '.join(bad)} (a learning rate too "
+                   "large, or bad input)")
+        if self.on_nonfinite == "stop":
+            kept = self.checkpoints.steps()
+            last = (f"the last checkpoint, of step {kept[-1]}, is kept" if kept
+                    else "no checkpoint was written")
+            raise StageError(f"{message}; stopped ({last}; train.on_nonfinite: warn goes on instead)")
+        if not self._warned_nonfinite and self.log and self.rank == 0:
+            self.log.warning("%s; going on (train.on_nonfinite: warn)", message)
+        self._warned_nonfinite = True
+
     def trained_network(self) -> torch.nn.Module | None:
         """The network the loop checkpoints: ``network`` given to ``__init__``, else
         ``self.network`` when it is a module."""
@@ -252,8 +282,10 @@ class TrainingLoop(ABC):
                 if step % self.log_every == 0 or step == self.steps:
                     rate = self._done_here / (time.perf_counter() - self._started)
                     keys = list(window[-1])
-                    means = {k: torch.stack([torch.as_tensor(r[k]).float().cpu() for r in window])
-                             .mean().item() for k in keys}
+                    values = {k: torch.stack([torch.as_tensor(r[k]).float().cpu() for r in window])
+                              for k in keys}
+                    self._check_finite(values, step - len(window) + 1)
+                    means = {k: v.mean().item() for k, v in values.items()}
                     entry = {"step": step, **means, "steps_per_s": rate}
                     self.history.append(entry)
                     window = []

@@ -46,6 +46,7 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
         classify,
         one_to_one,
         train_word_classifier,
+        with_noise_floor,
     )
 
     resolved = load_spec(run_dir / "spec.yaml")
@@ -60,7 +61,11 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
     test = torch.stack([splits["test"][i]["audio"] for i in range(len(splits["test"]))])
     labels = torch.tensor([splits["test"][i]["label"] for i in range(len(splits["test"]))])
     test_accuracy = float((classify(classifier, test, device) == labels).float().mean())
-    print(f"word classifier: {test_accuracy:.3f} on {len(labels)} real test tokens", flush=True)
+    check_rng = torch.Generator().manual_seed(resolved.spec.seed)
+    floored = with_noise_floor(test, params.check_noise_dbfs, check_rng)
+    noisy_accuracy = float((classify(classifier, floored, device) == labels).float().mean())
+    print(f"word classifier: {test_accuracy:.3f} on {len(labels)} real test tokens, {noisy_accuracy:.3f} "
+          f"with noise at {params.check_noise_dbfs:g} dBFS", flush=True)
 
     network = model.network()
     folder = model_stage(run_dir) / "checkpoints"
@@ -87,7 +92,8 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
             majority = {words[int(c.argmax())] for c in counts}
             rows.append({"step": step, "value": value, "q_accuracy": float(np.mean(q)),
                          "one_to_one_accuracy": accuracy, "distinct_words": len(majority),
-                         "chance_one_to_one": chance, "classifier_test_accuracy": test_accuracy})
+                         "chance_one_to_one": chance, "classifier_test_accuracy": test_accuracy,
+                         "classifier_noisy_test_accuracy": noisy_accuracy})
             print(f"step {step} value {value:g}: Q {np.mean(q):.3f}  one-to-one {accuracy:.3f} "
                   f"(chance {chance:.3f})  {len(majority)} distinct words", flush=True)
     return rows

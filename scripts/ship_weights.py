@@ -91,7 +91,7 @@ def _seconds_to(checkpoint: Path, record: dict, run_dir: Path) -> float:
 
 LEXICAL = ("mean_q_accuracy", "chance_q_accuracy", "one_to_one_accuracy", "chance_one_to_one",
            "distinct_words", "learned", "thresholds", "classifier_test_accuracy",
-           "classifier_test_tokens", "mean_purity")
+           "classifier_noisy_test_accuracy", "classifier_test_tokens", "mean_purity")
 
 
 def lexical_figures(run_dir: Path) -> dict | None:

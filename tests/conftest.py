@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from collections.abc import Callable
@@ -85,7 +86,7 @@ def entry_point_package(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
     """Install a plugin package the way pip would, as far as importlib.metadata sees:
     a module plus a ``.dist-info`` folder declaring a ``wavelens.plugins`` entry point."""
 
-    def install(module_name: str, source: str, ep_name: str | None = None) -> Path:
+    def install(module_name: str, source: str, ep_name: str | None = None, editable: bool = False) -> Path:
         site = tmp_path / "site"
         site.mkdir(exist_ok=True)
         (site / f"{module_name}.py").write_text(textwrap.dedent(source))
@@ -97,6 +98,9 @@ def entry_point_package(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
         (dist / "entry_points.txt").write_text(
             f"[wavelens.plugins]\n{ep_name or module_name} = {module_name}\n"
         )
+        if editable:  # what `pip install -e` records
+            (dist / "direct_url.json").write_text(
+                json.dumps({"url": site.as_uri(), "dir_info": {"editable": True}}))
         monkeypatch.syspath_prepend(str(site))
         monkeypatch.setenv("PYTHONPATH", str(site))
         return site

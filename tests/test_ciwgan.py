@@ -347,9 +347,70 @@ def test_lexical_learning_reports_q_and_one_to_one_accuracy_per_code_and_value(t
         summary["mean_q_accuracy"] >= 0.95 and summary["one_to_one_accuracy"] >= 0.8
     )
     assert 0 <= summary["classifier_test_accuracy"] <= 1
+    assert 0 <= summary["classifier_noisy_test_accuracy"] <= 1
+    assert summary["classifier_check_noise_dbfs"] == -40
     assert len(list((stage / "audio" / "value-3" / "code-1").glob("*.wav"))) == 2
     report = (trained_run / "report.md").read_text()
     assert "one-to-one code→word accuracy" in report and "purity" in report
+
+
+def test_the_noise_floor_has_the_level_asked_for():
+    from plugins.ciwgan.evaluation import with_noise_floor
+
+    silent = torch.zeros(3, 1, 40000)
+    floored = with_noise_floor(silent, torch.tensor([-20.0, -40.0, -60.0]), torch.Generator().manual_seed(0))
+    rms_db = 20 * torch.log10(floored.pow(2).mean(dim=(1, 2)).sqrt())
+    assert torch.allclose(rms_db, torch.tensor([-20.0, -40.0, -60.0]), atol=0.1)
+    one = with_noise_floor(silent, -30.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(20 * torch.log10(one.pow(2).mean(dim=(1, 2)).sqrt()), torch.tensor(-30.0), atol=0.1)
+
+
+class _Tokens:
+    """Two "words" (a rising and a falling chirp, 0.25 s) in 1 s of digital silence."""
+
+    classes = ["up", "down"]
+
+    def __init__(self, n: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self.items = []
+        for i in range(n):
+            label = i % 2
+            f0 = rng.uniform(300, 500)
+            sweep = np.linspace(f0, 3 * f0, 2000) if label == 0 else np.linspace(3 * f0, f0, 2000)
+            audio = np.zeros(8192, np.float32)
+            start = int(rng.integers(0, 6000))
+            audio[start:start + 2000] = np.sin(2 * np.pi * np.cumsum(sweep) / 8000) * np.hanning(2000)
+            self.items.append({"audio": torch.from_numpy(audio / np.abs(audio).max()).unsqueeze(0),
+                               "label": label})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_the_word_classifier_trained_with_a_noise_floor_hears_words_under_noise():
+    from plugins.ciwgan.evaluation import (
+        LexicalParams,
+        _stack,
+        classify,
+        train_word_classifier,
+        with_noise_floor,
+    )
+
+    audio, labels = _stack(_Tokens(64, seed=1))
+    noisy = with_noise_floor(audio, -35.0, torch.Generator().manual_seed(3))
+    params = LexicalParams(classifier_epochs=8)
+    classifier = train_word_classifier(_Tokens(128, seed=0), 2, 8000, params, 0, torch.device("cpu"),
+                                       lambda items, **_: items)
+    assert float((classify(classifier, audio, torch.device("cpu")) == labels).float().mean()) >= 0.95
+    assert float((classify(classifier, noisy, torch.device("cpu")) == labels).float().mean()) >= 0.95
+    # Trained on the clean tokens only, the same classifier fails under the same noise.
+    clean_only = train_word_classifier(_Tokens(128, seed=0), 2, 8000,
+                                       LexicalParams(classifier_epochs=8, classifier_noise_dbfs=None), 0,
+                                       torch.device("cpu"), lambda items, **_: items)
+    assert float((classify(clean_only, noisy, torch.device("cpu")) == labels).float().mean()) < 0.8
 
 
 def test_one_to_one_accuracy_gives_a_collapse_onto_one_word_one_over_codes():

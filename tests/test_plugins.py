@@ -82,6 +82,19 @@ def test_local_plugin_path_is_relative_to_the_spec(tmp_path):
     assert resolved.component("data").plugin.source.location == str(tmp_path / "sub" / "mine.py")
 
 
+def test_an_editable_plugin_package_is_keyed_by_its_source(entry_point_package):
+    site = entry_point_package("ep_editable", EP_PLUGIN, editable=True)
+    first = PluginRegistry.discover().get("dataset", "ep_data").version
+    assert first.startswith("1.2.3+src.")
+    (site / "ep_editable.py").write_text(textwrap.dedent(EP_PLUGIN).replace("size: int = 3", "size: int = 4"))
+    assert PluginRegistry.discover().get("dataset", "ep_data").version not in (first, "1.2.3")
+
+
+def test_an_installed_plugin_package_is_keyed_by_its_version(entry_point_package):
+    entry_point_package("ep_fixed", EP_PLUGIN)
+    assert PluginRegistry.discover().get("dataset", "ep_data").version == "1.2.3"
+
+
 def test_cli_lists_plugins_of_all_three_sources(entry_point_package, capsys):
     entry_point_package("ep_list", EP_PLUGIN)
     assert main(["plugins", "--json", "--file", str(FIXTURE_PLUGINS / "recorder.py")]) == 0

@@ -78,3 +78,37 @@ def test_a_checkpoint_without_the_network_is_not_resumed_from_fresh_weights(tmp_
     CheckpointManager(tmp_path / "checkpoints").save(5, {"step": 5, "history": [], "optimizer": {}})
     with pytest.raises(StageError, match="holds no network weights"):
         GuideLoop(_network(0), **_settings(tmp_path)).run()
+
+
+class DivergingLoop(GuideLoop):
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        values = super().train_step(step)
+        if step >= 7:
+            values["loss"] = torch.tensor(float("nan"))
+        return values
+
+
+def test_a_diverging_run_stops_naming_the_step(tmp_path):
+    with pytest.raises(StageError, match=r"diverged at step 7: loss = nan .*of step 5, is kept"):
+        DivergingLoop(_network(0), **_settings(tmp_path)).run()
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["ckpt-000000005.pt"]
+
+
+def test_a_diverging_run_may_be_told_to_go_on(tmp_path, caplog):
+    import logging
+
+    loop = DivergingLoop(_network(0), on_nonfinite="warn", log=logging.getLogger("wavelens.test"),
+                         **_settings(tmp_path))
+    loop.run()
+    assert caplog.text.count("diverged at step 7") == 1 and loop.history[-1]["step"] == 20
+
+
+def test_on_nonfinite_does_not_change_the_model_stage_key():
+    from framework import load_spec_text
+    from framework.run import plan_stages
+
+    text = ("spec_version: 1\nname: x\ndata: {plugin: tones}\nmodel: {plugin: tiny_cnn}\n"
+            "train: {steps: 3, on_nonfinite: %s}\n")
+    keys = [next(p.key for p in plan_stages(load_spec_text(text % how)) if p.name == "model")
+            for how in ("stop", "warn")]
+    assert keys[0] == keys[1]

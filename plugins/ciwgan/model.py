@@ -70,7 +70,7 @@ class CiwGANModel(Model):
             gp_weight=p.gp_weight, lr=p.lr, q_lr=p.q_lr, q_weight=p.q_weight,
             checkpoint_every=train.checkpoint_every, keep_checkpoints=train.keep_checkpoints,
             log_every=train.log_every, sample_every=p.sample_every, sample_value=p.sample_value,
-            seed=seed, processes=p.processes,
+            seed=seed, processes=p.processes, on_nonfinite=train.on_nonfinite,
         )
 
     def training_audio(self, ctx: StageContext) -> tuple[torch.Tensor, int]:

@@ -70,6 +70,7 @@ class GANConfig:
     sample_rate: int = 16000
     seed: int = 0
     processes: int = 1
+    on_nonfinite: str = "stop"
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -138,7 +139,8 @@ class GANTrainer(TrainingLoop):
         super().__init__(workdir=workdir, steps=config.steps, network=network,
                          checkpoint_every=config.checkpoint_every,
                          keep_checkpoints=config.keep_checkpoints, log_every=config.log_every,
-                         rank=rank, world=world, log=log, progress=progress, description="GAN steps")
+                         rank=rank, world=world, log=log, progress=progress, description="GAN steps",
+                         on_nonfinite=config.on_nonfinite)
         self.history = config.history
         self.net = network.to(placement.device)
         self.config = config

@@ -191,7 +191,7 @@ class EnhancementLoop(TrainingLoop):
                          checkpoint_every=train.checkpoint_every,
                          keep_checkpoints=train.keep_checkpoints, log_every=train.log_every,
                          rank=ctx.rank, world=ctx.world, log=ctx.log, progress=ctx.progress,
-                         description="csm_vanet steps")
+                         description="csm_vanet steps", on_nonfinite=train.on_nonfinite)
         self.network, self.params, self.train_spec = network, params, train
         self.placement, self.seed = ctx.placement, ctx.seed
         self.optimizer = torch.optim.AdamW(network.parameters(), lr=params.lr,

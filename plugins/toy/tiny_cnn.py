@@ -58,7 +58,8 @@ class ClassifierLoop(TrainingLoop):
         super().__init__(workdir=ctx.workdir, steps=train.required_steps("tiny_cnn"), network=network,
                          checkpoint_every=train.checkpoint_every,
                          keep_checkpoints=train.keep_checkpoints, log_every=train.log_every,
-                         log=ctx.log, progress=ctx.progress, description="train")
+                         log=ctx.log, progress=ctx.progress, description="train",
+                         on_nonfinite=train.on_nonfinite)
         self.network, self.data, self.batch_size = network, data, train.batch_size
         self.placement = ctx.placement
         self.optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
