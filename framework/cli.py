@@ -153,6 +153,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     extra = f"; variants {', '.join(variants)} valid" if variants else ""
     if len(profiles) > 1:
         extra += f"; profiles {', '.join(p for p in profiles if p)} valid"
+    for file in resolved.spec.plugins:  # the trust rule: only these run (docs/specs.md)
+        console.print(f"imported the plugin file {escape(str(file))}, as the spec asks", soft_wrap=True,
+                      highlight=False)
     console.print(f"[green]valid:[/] {escape(str(args.spec))} ({escape(parts or 'no components')}{extra})")
     return 0
 

@@ -72,6 +72,12 @@ def test_local_plugin_file_is_listed_and_usable_from_a_spec(recorder_spec, journ
     assert "probe.0 run" in journal()
 
 
+def test_validate_names_the_plugin_files_it_imports(recorder_spec, capsys):
+    assert main(["validate", str(recorder_spec())]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"imported the plugin file {FIXTURE_PLUGINS / 'recorder.py'}, as the spec asks" in err
+
+
 def test_local_plugin_path_is_relative_to_the_spec(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "mine.py").write_text((FIXTURE_PLUGINS / "recorder.py").read_text())
