@@ -89,3 +89,19 @@ def test_a_finished_stage_holds_no_leftovers_of_killed_writes(tmp_path):
     _remove_leftovers(tmp_path)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [
         "kept.tmp", "model.pt"]
+
+
+def test_a_read_only_runs_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    real = Path.mkdir
+
+    def refuse(self, *args, **kwargs):  # what a read-only folder does (the tests may run as root)
+        if "readonly" in str(self):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert main(["run", DEMO, "--runs-dir", str(tmp_path / "readonly")]) == 1
+    line = _one_error_line(capsys)
+    assert "Permission denied" in line and "choose a folder you may write to" in line
