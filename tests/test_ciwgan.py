@@ -349,6 +349,8 @@ def test_lexical_learning_reports_q_and_one_to_one_accuracy_per_code_and_value(t
     assert 0 <= summary["classifier_test_accuracy"] <= 1
     assert 0 <= summary["classifier_noisy_test_accuracy"] <= 1
     assert summary["classifier_check_noise_dbfs"] == -40
+    spread = summary["one_to_one_single_classifiers"]  # the five single classifiers of the average
+    assert len(spread) == 5 and all(0 <= a <= 1 for a in spread)
     assert len(list((stage / "audio" / "value-3" / "code-1").glob("*.wav"))) == 2
     report = (trained_run / "report.md").read_text()
     assert "one-to-one code→word accuracy" in report and "purity" in report
@@ -395,22 +397,32 @@ def test_the_word_classifier_trained_with_a_noise_floor_hears_words_under_noise(
         LexicalParams,
         _stack,
         classify,
-        train_word_classifier,
+        train_one_classifier,
         with_noise_floor,
     )
 
     audio, labels = _stack(_Tokens(64, seed=1))
     noisy = with_noise_floor(audio, -35.0, torch.Generator().manual_seed(3))
     params = LexicalParams(classifier_epochs=8)
-    classifier = train_word_classifier(_Tokens(128, seed=0), 2, 8000, params, 0, torch.device("cpu"),
-                                       lambda items, **_: items)
+    classifier = train_one_classifier(_Tokens(128, seed=0), 2, 8000, params, 0, torch.device("cpu"),
+                                      lambda items, **_: items)
     assert float((classify(classifier, audio, torch.device("cpu")) == labels).float().mean()) >= 0.95
     assert float((classify(classifier, noisy, torch.device("cpu")) == labels).float().mean()) >= 0.95
     # Trained on the clean tokens only, the same classifier fails under the same noise.
-    clean_only = train_word_classifier(_Tokens(128, seed=0), 2, 8000,
-                                       LexicalParams(classifier_epochs=8, classifier_noise_dbfs=None), 0,
-                                       torch.device("cpu"), lambda items, **_: items)
+    clean_only = train_one_classifier(_Tokens(128, seed=0), 2, 8000,
+                                      LexicalParams(classifier_epochs=8, classifier_noise_dbfs=None), 0,
+                                      torch.device("cpu"), lambda items, **_: items)
     assert float((classify(clean_only, noisy, torch.device("cpu")) == labels).float().mean()) < 0.8
+
+
+def test_the_ensemble_averages_its_members_probabilities():
+    from plugins.ciwgan.evaluation import WordClassifier, WordEnsemble
+
+    torch.manual_seed(0)
+    members = [WordClassifier(3, 8000).eval() for _ in range(3)]
+    audio = torch.randn(4, 1, 8192) * 0.1
+    expected = torch.stack([torch.softmax(m(audio), dim=1) for m in members]).mean(dim=0)
+    assert torch.allclose(WordEnsemble(members).eval()(audio), expected)
 
 
 def test_one_to_one_accuracy_gives_a_collapse_onto_one_word_one_over_codes():
