@@ -26,8 +26,9 @@ when the network is used, not to how it was trained (a CSM-VANet's ``vad_floor``
 chosen afterwards on held-apart data); the manifest lists them.
 
 ``--checkpoint STEP`` ships the network of the model stage's checkpoint of that step
-instead of its final weights, from a run that was stopped there (SIGTERM or Ctrl-C
-end a run at a checkpoint); the manifest says so.
+instead of its final weights (from a run stopped there, or one that went on); the
+manifest says so. Its ``--spec`` must train STEP steps: its model stage key must be
+the run's spec's with ``train.steps=STEP``, which the manifest records.
 """
 
 from __future__ import annotations
@@ -111,6 +112,14 @@ def lexical_figures(run_dir: Path) -> dict | None:
     return None
 
 
+def _model_key(spec: Path, profile: str | None, overrides: list[str] | None = None) -> str | None:
+    from framework import load_spec
+    from framework.run import plan_stages
+
+    resolved = load_spec(spec, profile=profile, overrides=overrides)
+    return next((plan.key for plan in plan_stages(resolved) if plan.name == "model"), None)
+
+
 def _retraining_spec(spec: Path, profile: str | None, model_key: str | None) -> tuple[str, str | None]:
     """``(spec path relative to the repository, profile)`` of a spec that trains the
     run's network again: its model stage key must be the run's."""
@@ -157,8 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     target = REPO / "weights" / args.name
     model_key = next((s["key"] for s in record.get("stages", []) if s["kind"] == "model"), None)
     spec_source, profile = record.get("spec_source"), record.get("profile")
+    if args.checkpoint is not None:
+        # The network of step N of a longer run is the final network of the same run
+        # stopped at N (training is deterministic and nothing in it depends on the
+        # total): the spec that retrains it is the run's with train.steps = N.
+        model_key = _model_key(run_dir / "spec.yaml", None, [f"train.steps={args.checkpoint}"])
     if args.spec is not None:  # checked before anything is written
         spec_source, profile = _retraining_spec(args.spec, args.profile, model_key)
+    elif args.checkpoint is not None:
+        raise SystemExit("ship: --checkpoint needs --spec (and --profile) naming the spec that trains "
+                         f"{args.checkpoint} steps")
     if args.checkpoint is None:
         if record.get("status") != "complete":
             raise SystemExit(f"ship: {run_dir} is {record.get('status')}, not complete")
