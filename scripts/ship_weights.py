@@ -135,6 +135,21 @@ def _retraining_spec(spec: Path, profile: str | None, model_key: str | None) -> 
     return str(spec.relative_to(REPO) if spec.is_relative_to(REPO) else spec), profile
 
 
+def _training_run(run_dir: Path, stage_record: dict) -> Path:
+    """The run that computed the model stage of ``run_dir``: itself, or, when the
+    stage was reused (linked) from an earlier run of the same experiment, that run,
+    the earliest whose model stage has the same key and finish time."""
+    found = []
+    wanted = (stage_record.get("key"), stage_record.get("finished"))
+    for record_path in run_dir.parent.glob("*/run.json"):
+        other = record_path.parent / "stages" / "model" / "stage.json"
+        if other.is_file():
+            seen = json.loads(other.read_text())
+            if (seen.get("key"), seen.get("finished")) == wanted:
+                found.append((json.loads(record_path.read_text()).get("created", ""), record_path.parent))
+    return min(found)[1] if found else run_dir
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -180,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         if record.get("status") != "complete":
             raise SystemExit(f"ship: {run_dir} is {record.get('status')}, not complete")
         stage_record = json.loads((stage / "stage.json").read_text())
+        trainer = _training_run(run_dir, stage_record)
+        if trainer != run_dir:  # the model stage was reused: the provenance is the training run's
+            print(f"ship: the model stage was trained by {trainer}")
+            trained = json.loads((trainer / "run.json").read_text())
+            record = {**record, "git": trained["git"], "created": trained["created"],
+                      "finished": stage_record.get("finished", record.get("finished"))}
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(stage / "model.pt", target / "model.pt")
         steps, seconds = _last_step(stage / "losses.csv"), stage_record.get("duration_s")

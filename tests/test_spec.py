@@ -260,8 +260,8 @@ def test_bad_override_names_the_flag(write_spec):
 
 
 def test_spec_paths_resolve_relative_to_the_spec_file(tmp_path):
-    (tmp_path / "w").mkdir()
-    (tmp_path / "w" / "weights.pt").write_bytes(b"")
+    model = load_spec_text(GOOD).component("model").build()
+    model.save_weights(model.network(), tmp_path / "w" / "weights.pt")  # weights that fit
     spec = tmp_path / "s.yaml"
     spec.write_text(GOOD.replace("  params: {n_classes: 4}",
                                  "  params: {n_classes: 4}\n  weights: w/weights.pt"))
