@@ -8,8 +8,10 @@ For a trained ciwGAN or fiwGAN (run as a probe stage after the model):
 2. **One-to-one code→word accuracy.** Train an independent word classifier on the
    real training tokens (log-mel features, a small 2-D CNN; each batch with a faint
    noise floor and a level change added, so that it hears words, not the exact
-   digital silence of the real tokens' padding), check it on the real test tokens,
-   clean and with a noise floor, and classify every generated output. For each code value, the
+   digital silence of the real tokens' padding; the softmax outputs of
+   ``classifiers`` such CNNs, seeded apart, averaged), check it on the real test
+   tokens, clean and with a noise floor, and classify every generated output. For
+   each code value, the
    codes are matched to distinct words so that as many outputs as possible agree
    (the Hungarian assignment over the code × word table); the share that agree is
    the one-to-one accuracy. Outputs that all sound like one word score 1/codes,
