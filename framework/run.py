@@ -302,6 +302,28 @@ class Run:
                     return candidate
         return None
 
+    def _earlier_partial(self, plan: StagePlan) -> Path | None:
+        """An interrupted stage with the same key in another run directory of this
+        experiment (newest first) that no process holds, to resume rather than start
+        over: a change elsewhere in the spec (a probe's new parameter, or one a new
+        version of a plugin adds with its default) gives the run a new directory but
+        leaves the model stage's key, and its checkpoints, as they were."""
+        if self.fresh or not self.experiment_dir.is_dir():
+            return None
+        for other in sorted(self.experiment_dir.iterdir(), reverse=True):
+            candidate = other / "stages" / f"{plan.name}.partial"
+            key_file = candidate / KEY_FILE
+            if other == self.directory or not key_file.is_file() or key_file.read_text() != plan.key:
+                continue
+            with open(other / "run.lock", "a") as handle:  # a run in progress holds its lock
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            return candidate
+        return None
+
     # -- upstream access for stages -----------------------------------------------
 
     def _component(self, path: str) -> Any:
@@ -552,6 +574,13 @@ class Run:
 
         partial = final.with_name(final.name + ".partial")
         key_file = partial / KEY_FILE
+        if not (partial.is_dir() and key_file.is_file() and key_file.read_text() == plan.key):
+            adopted = self._earlier_partial(plan)
+            if adopted is not None:  # interrupted in a run whose spec differs elsewhere
+                _remove(partial)
+                os.replace(adopted, partial)
+                self.log.info("stage %s: taking over the interrupted stage of %s", plan.name,
+                              adopted.parent.parent)
         if partial.is_dir() and key_file.is_file() and key_file.read_text() == plan.key:
             self.log.info("stage %s: resuming from %s", plan.name, partial)
         else:

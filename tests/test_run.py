@@ -104,6 +104,23 @@ def test_interrupted_run_resumes_without_recomputing_finished_stages(
     assert record["status"] == "complete"
 
 
+def test_an_interrupted_stage_is_resumed_after_a_change_elsewhere_in_the_spec(
+    recorder_spec, journal, monkeypatch
+):
+    """A probe's changed parameter gives the run a new directory; the model stage,
+    whose key is unchanged, continues from the earlier run's checkpoint."""
+    spec = recorder_spec(steps=6)
+    monkeypatch.setenv("WAVELENS_TEST_INTERRUPT_AT", "5")
+    with pytest.raises(RunInterrupted):
+        execute(spec)
+    monkeypatch.delenv("WAVELENS_TEST_INTERRUPT_AT")
+    run, directory = execute(spec, overrides=["probe.0.params.split=train"])
+    assert journal()[:3] == ["data prepare", "model train from 0", "model train from 4"]
+    assert run.outcomes["model"] == "computed"
+    earlier = [d for d in directory.parent.iterdir() if d != directory]
+    assert len(earlier) == 1 and not (earlier[0] / "stages" / "model.partial").exists()  # taken over
+
+
 def test_interrupted_stage_leaves_no_finished_record(recorder_spec, monkeypatch):
     monkeypatch.setenv("WAVELENS_TEST_INTERRUPT_AT", "3")
     spec = recorder_spec()
