@@ -454,15 +454,16 @@ def _weights_problem(model: ResolvedComponent, weights: Path) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure to load is the problem reported
         return (f"{weights} is not a weights file that loads safely (torch.load with weights_only=True): "
                 f"{first_line(exc).split('. ')[0]}")
+    built = model.build()
     try:
         with torch.device("meta"):
-            network = model.build().network()
+            network = built.network()
     except Exception:  # noqa: BLE001 - a model that cannot be built on meta is checked when it runs
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "copying ... to a meta parameter is a no-op": intended
-            model.build().load_weights(network, weights)
+            built.load_weights(network, weights)
     except Exception as exc:  # noqa: BLE001 - any failure to load is the problem reported
         return f"{weights} does not fit a {model.plugin.name} network with these params: {first_line(exc)}"
     return None

@@ -187,6 +187,13 @@ def train_one_classifier(train: Any, n_words: int, rate: int, params: LexicalPar
 
 
 @torch.no_grad()
+def member_probabilities(ensemble: WordEnsemble, audio: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(members, outputs, words): each member's softmax over the words, in chunks of 64."""
+    return torch.cat([torch.stack([torch.softmax(m(chunk.to(device)), dim=1) for m in ensemble.members]).cpu()
+                      for chunk in audio.split(64)], dim=1)
+
+
+@torch.no_grad()
 def classify(model: nn.Module, audio: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.cat([model(chunk.to(device)).argmax(dim=1).cpu() for chunk in audio.split(64)])
 
@@ -232,10 +239,13 @@ class LexicalLearning(Probe):
                     q_accuracy = float((logits.argmax(dim=1) == int(code)).float().mean())
                 else:
                     q_accuracy = float(((logits > 0) == target).all(dim=1).float().mean())
-                predicted = classify(classifier, audio, device)
+                # Each member's softmax once: their mean is the ensemble's verdict, their
+                # own arg-maxes the single classifiers' (WordEnsemble.forward's arithmetic).
+                probabilities = member_probabilities(classifier, audio, device)
+                predicted = probabilities.mean(dim=0).argmax(dim=1)
                 counts = np.bincount(predicted.numpy(), minlength=len(words))
-                for index, member in enumerate(classifier.members):
-                    heard = np.bincount(classify(member, audio, device).numpy(), minlength=len(words))
+                for index, member in enumerate(probabilities):
+                    heard = np.bincount(member.argmax(dim=1).numpy(), minlength=len(words))
                     single.setdefault(value, [[] for _ in classifier.members])[index].append(heard)
                 best = int(counts.argmax())
                 rows.append({"code": code, "value": value, "q_accuracy": q_accuracy, "word": words[best],
