@@ -5,7 +5,7 @@
 
 For every kept checkpoint of the run's model stage (or every ``--every`` steps of
 them), the generator's outputs are scored as the ``lexical_learning`` probe scores
-them: the Q-network's accuracy on its own codes, and the one-to-one code→word
+them: the Q-network's accuracy on its own codes, and the code→word
 accuracy under the word classifier trained on the run's real training tokens (one
 classifier for all checkpoints, with the probe's settings). Writes
 ``lexical_curve.csv`` and ``lexical_curve.png`` into the run directory, next to the
@@ -44,7 +44,7 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
         LexicalParams,
         chance_one_to_one,
         classify,
-        one_to_one,
+        code_word,
         train_word_classifier,
         with_noise_floor,
     )
@@ -69,7 +69,7 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
 
     network = model.network()
     folder = model_stage(run_dir) / "checkpoints"
-    chance = chance_one_to_one(len(model.code_names()), len(words), n_per_code)
+    chance = chance_one_to_one(len(model.code_names()), len(words), n_per_code, rule=code_word)
     rows = []
     for step in _checkpoint_steps(folder, every):
         state = torch.load(CheckpointManager(folder).path(step), map_location="cpu", weights_only=True)
@@ -88,13 +88,13 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
                     target = model.code_vector(code, 1.0) > 0
                     q.append(float(((logits > 0) == target).all(dim=1).float().mean()))
                 counts.append(np.bincount(classify(classifier, audio, device).numpy(), minlength=len(words)))
-            accuracy, _ = one_to_one(np.array(counts))
+            accuracy, _ = code_word(np.array(counts))
             majority = {words[int(c.argmax())] for c in counts}
             rows.append({"step": step, "value": value, "q_accuracy": float(np.mean(q)),
-                         "one_to_one_accuracy": accuracy, "distinct_words": len(majority),
-                         "chance_one_to_one": chance, "classifier_test_accuracy": test_accuracy,
+                         "code_word_accuracy": accuracy, "distinct_words": len(majority),
+                         "chance_code_word": chance, "classifier_test_accuracy": test_accuracy,
                          "classifier_noisy_test_accuracy": noisy_accuracy})
-            print(f"step {step} value {value:g}: Q {np.mean(q):.3f}  one-to-one {accuracy:.3f} "
+            print(f"step {step} value {value:g}: Q {np.mean(q):.3f}  code→word {accuracy:.3f} "
                   f"(chance {chance:.3f})  {len(majority)} distinct words", flush=True)
     return rows
 
@@ -110,10 +110,10 @@ def plot(rows: list[dict], path: Path) -> None:
         at = [r for r in rows if r["value"] == value]
         steps = [r["step"] for r in at]
         ax.plot(steps, [r["q_accuracy"] for r in at], marker="o", label=f"Q accuracy, value {value:g}")
-        ax.plot(steps, [r["one_to_one_accuracy"] for r in at], marker="s",
-                label=f"code→word (1:1), value {value:g}")
-    ax.axhline(rows[0]["chance_one_to_one"], color="grey", linestyle="--", linewidth=1,
-               label="chance (1:1)")
+        ax.plot(steps, [r["code_word_accuracy"] for r in at], marker="s",
+                label=f"code→word, value {value:g}")
+    ax.axhline(rows[0]["chance_code_word"], color="grey", linestyle="--", linewidth=1,
+               label="chance (code→word)")
     ax.set_xlabel("generator step")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)

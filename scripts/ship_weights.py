@@ -90,7 +90,8 @@ def _seconds_to(checkpoint: Path, record: dict, run_dir: Path) -> float:
     return round(checkpoint.stat().st_mtime - started, 1)
 
 
-LEXICAL = ("mean_q_accuracy", "chance_q_accuracy", "one_to_one_accuracy", "chance_one_to_one",
+LEXICAL = ("mean_q_accuracy", "chance_q_accuracy", "code_word_accuracy", "code_word_rule", "chance_code_word",
+           "one_to_one_accuracy", "chance_one_to_one",
            "distinct_words", "learned", "thresholds", "classifier_test_accuracy",
            "classifier_noisy_test_accuracy", "classifier_test_tokens", "mean_purity")
 
