@@ -4,7 +4,26 @@ This package is the core. Plugins (built-in or third-party) use only the names
 exported here.
 """
 
-from .audio import AUDIO_SUFFIXES, AudioError, peak_normalize, read_audio, resample, write_audio
+from .audio import (
+    AUDIO_SUFFIXES,
+    AudioError,
+    audio_channels,
+    peak_normalize,
+    read_audio,
+    resample,
+    write_audio,
+)
+from .commands import (
+    Command,
+    CommandContext,
+    LoadedModel,
+    finite_float,
+    int_between,
+    is_weights_folder,
+    load_run_model,
+    probability,
+    shipped_weights,
+)
 from .components import (
     Dataset,
     DataSplits,
@@ -17,7 +36,7 @@ from .components import (
     Statistic,
     collate_items,
 )
-from .console import get_logger, progress
+from .console import console, get_logger, progress
 from .contributions import KINDS, Contribution, Kind, Params
 from .device import Placement, resolve_placement
 from .errors import (
@@ -29,6 +48,7 @@ from .errors import (
     StageError,
     WavelensError,
 )
+from .evaluation import evaluate_folders, metric_columns, summarize, summary_markdown
 from .hookspecs import hookimpl
 from .io import (
     CheckpointManager,
@@ -42,8 +62,8 @@ from .io import (
     write_json,
     write_text,
 )
-from .plugins import PluginRegistry
 from .probing import LayerHooks, resolve_layers
+from .registry import PluginRegistry
 from .run import Run, seed_everything
 from .spec import ExperimentSpec, ResolvedSpec, SpecPath, TrainSpec, load_spec, load_spec_text
 from .training import TrainingLoop, deferred_interrupts
@@ -53,6 +73,8 @@ __all__ = [
     "KINDS",
     "AudioError",
     "CheckpointManager",
+    "Command",
+    "CommandContext",
     "Contribution",
     "DataSplits",
     "Dataset",
@@ -61,6 +83,7 @@ __all__ = [
     "ExperimentSpec",
     "Kind",
     "LayerHooks",
+    "LoadedModel",
     "Metric",
     "Model",
     "Params",
@@ -82,24 +105,36 @@ __all__ = [
     "TrainingLoop",
     "WavelensError",
     "atomic_write",
+    "audio_channels",
     "cache_dir",
     "collate_items",
+    "console",
     "deferred_interrupts",
+    "evaluate_folders",
+    "finite_float",
     "get_logger",
     "hookimpl",
+    "int_between",
+    "is_weights_folder",
+    "load_run_model",
     "load_spec",
     "load_spec_text",
+    "metric_columns",
     "peak_normalize",
+    "probability",
     "progress",
     "read_audio",
     "read_csv",
     "read_json",
-    "resolve_layers",
     "resample",
+    "resolve_layers",
     "resolve_placement",
     "save_torch",
     "seed_everything",
     "shared_data_dir",
+    "shipped_weights",
+    "summarize",
+    "summary_markdown",
     "write_audio",
     "write_csv",
     "write_json",

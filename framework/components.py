@@ -1,7 +1,7 @@
 """The component interfaces a contribution's ``build`` returns, and the context a
 stage hands them.
 
-A run executes stages in order (see :mod:`framework.run`)::
+A run executes stages in order (see :mod:`wavelens.run`)::
 
     data → model (train or load weights) → probe… → statistics… → metrics → report
 
@@ -225,7 +225,7 @@ class Model(ABC):
         """Train ``network`` in place on ``ctx.dataset()``.
 
         Save checkpoints under ``ctx.workdir`` (see
-        :class:`~framework.io.CheckpointManager`) and resume from the latest one when
+        :class:`~wavelens.io.CheckpointManager`) and resume from the latest one when
         it exists: after an interruption the runner calls ``train`` again with the
         same ``workdir``. The runner saves the final weights when ``train`` returns.
         """

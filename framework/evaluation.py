@@ -328,7 +328,7 @@ def _pool(metrics: Mapping[str, Metric], workers: int) -> ProcessPoolExecutor:
     # worker a fork of an already-imported process instead of a fresh import of torch.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(
-        sorted({"framework.evaluation", *(type(m).__module__ for m in metrics.values())})
+        sorted({"wavelens.evaluation", *(type(m).__module__ for m in metrics.values())})
     )
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                initargs=(dict(metrics),))

@@ -3,26 +3,29 @@ and metrics.
 
 A plugin is a module (or any object) with functions marked ``@hookimpl`` whose names
 match the hooks below. Each hook takes no arguments and returns a list of
-:class:`~framework.contributions.Contribution` (a single one is accepted too).
+:class:`~wavelens.contributions.Contribution` (a single one is accepted too).
 
 When the hooks are called
-    Once per process, when a :class:`~framework.plugins.PluginRegistry` collects
+    Once per process, when a :class:`~wavelens.registry.PluginRegistry` collects
     contributions, after every plugin has been loaded (built-ins from
     ``registry.yaml``, then the ``wavelens.plugins`` entry points, then the files a
     spec names) and after ``check_pending()`` has rejected functions marked
     ``@hookimpl`` that match no hook here. The registry calls each plugin's
     implementation separately so that it can say which plugin contributed what.
 
+A sixth hook, ``wavelens_commands``, adds subcommands to the ``wavelens`` command
+line: it returns :class:`~wavelens.commands.Command` objects (see that module).
+
 What a contribution's ``build`` must return, per hook
-    * ``wavelens_datasets`` → :class:`framework.components.Dataset`
-    * ``wavelens_models`` → :class:`framework.components.Model`
-    * ``wavelens_probes`` → :class:`framework.components.Probe`
-    * ``wavelens_statistics`` → :class:`framework.components.Statistic`
-    * ``wavelens_metrics`` → :class:`framework.components.Metric`
+    * ``wavelens_datasets`` → :class:`wavelens.components.Dataset`
+    * ``wavelens_models`` → :class:`wavelens.components.Model`
+    * ``wavelens_probes`` → :class:`wavelens.components.Probe`
+    * ``wavelens_statistics`` → :class:`wavelens.components.Statistic`
+    * ``wavelens_metrics`` → :class:`wavelens.components.Metric`
 
 Example::
 
-    from framework import Contribution, Params, hookimpl
+    from wavelens import Contribution, Params, hookimpl
 
     class ToneParams(Params):
         n_examples: int = 100
@@ -38,6 +41,7 @@ from collections.abc import Sequence
 
 import pluggy
 
+from .commands import Command
 from .contributions import Contribution
 
 PROJECT = "wavelens"
@@ -60,7 +64,7 @@ def wavelens_datasets() -> Sequence[Contribution] | Contribution:
     """Contribute dataset plugins.
 
     Called once when contributions are collected. Returns the plugin's dataset
-    contributions; each ``build(params)`` returns a :class:`framework.components.Dataset`
+    contributions; each ``build(params)`` returns a :class:`wavelens.components.Dataset`
     that prepares data into its stage directory and loads it back as named splits
     (``train``, ``test``, ...).
     """
@@ -71,7 +75,7 @@ def wavelens_models() -> Sequence[Contribution] | Contribution:
     """Contribute model plugins.
 
     Called once when contributions are collected. Returns the plugin's model
-    contributions; each ``build(params)`` returns a :class:`framework.components.Model`
+    contributions; each ``build(params)`` returns a :class:`wavelens.components.Model`
     that creates the ``torch.nn.Module``, trains it (optionally) and maps a batch to
     ``(preds, target)`` for metrics.
     """
@@ -82,7 +86,7 @@ def wavelens_probes() -> Sequence[Contribution] | Contribution:
     """Contribute probe plugins.
 
     Called once when contributions are collected. Returns the plugin's probe
-    contributions; each ``build(params)`` returns a :class:`framework.components.Probe`
+    contributions; each ``build(params)`` returns a :class:`wavelens.components.Probe`
     that runs the trained (or loaded) network on a data split and writes its
     measurements (a tidy table) into its stage directory.
     """
@@ -94,7 +98,7 @@ def wavelens_statistics() -> Sequence[Contribution] | Contribution:
 
     Called once when contributions are collected. Returns the plugin's statistic
     contributions; each ``build(params)`` returns a
-    :class:`framework.components.Statistic` that reads the probes' tables and writes
+    :class:`wavelens.components.Statistic` that reads the probes' tables and writes
     fitted results into its stage directory.
     """
 
@@ -104,6 +108,17 @@ def wavelens_metrics() -> Sequence[Contribution] | Contribution:
     """Contribute metric plugins.
 
     Called once when contributions are collected. Returns the plugin's metric
-    contributions; each ``build(params)`` returns a :class:`framework.components.Metric`
+    contributions; each ``build(params)`` returns a :class:`wavelens.components.Metric`
     (``update(preds, target)`` per batch, ``compute()`` at the end).
+    """
+
+
+@hookspec
+def wavelens_commands() -> Sequence[Command] | Command:
+    """Contribute subcommands of ``wavelens`` (:class:`~wavelens.commands.Command`).
+
+    Each command's name is unique among the loaded plugins' commands and is not one
+    of the core's (``plugins``, ``validate``, ``run``, ``data``, ``probe``,
+    ``stats``, ``report``). ``wavelens --help`` lists them, and ``wavelens plugins``
+    shows which plugin each comes from.
     """

@@ -7,8 +7,8 @@ A spec is YAML. It is validated in two steps:
 2. each component's ``params`` against the ``Params`` model of the plugin it names.
 
 So a new plugin needs no change to the core. Every problem becomes a
-:class:`~framework.errors.SpecIssue` naming its dotted path and line, collected into
-one :class:`~framework.errors.SpecError`.
+:class:`~wavelens.errors.SpecIssue` naming its dotted path and line, collected into
+one :class:`~wavelens.errors.SpecError`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ._specfile import SpecText, apply_overrides, apply_section, parse_spec_text
 from .contributions import Kind
 from .device import DEVICE_PATTERN
 from .errors import PluginError, SpecError, SpecIssue, StageError
-from .plugins import LoadedContribution, PluginRegistry
+from .registry import LoadedContribution, PluginRegistry
 
 __all__ = [
     "SPEC_VERSION",
@@ -186,7 +186,7 @@ class ExperimentSpec(_Strict):
             ("metrics", bool(self.metrics), ("data", "model")),
         ]
         # Statistics without probes are valid for `wavelens stats fit TABLE --spec`;
-        # `wavelens run` refuses them (framework.run.plan_stages).
+        # `wavelens run` refuses them (wavelens.run.plan_stages).
         for key, present, required in needs:
             for other in required:
                 if present and not getattr(self, other):

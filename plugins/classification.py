@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from framework import Contribution, Metric, Params, StageError, hookimpl
+from wavelens import Contribution, Metric, Params, StageError, hookimpl
 
 
 class AccuracyParams(Params):

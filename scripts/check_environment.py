@@ -32,7 +32,7 @@ SYNC = "run `scripts/setup.sh --sync` to reinstall the locked versions"
 
 
 def _load_environment_module():
-    # By path, not as framework._environment: importing the package `framework`
+    # By path, not as wavelens._environment: importing the package `framework`
     # imports torch, which is one of the things being checked.
     path = TOP / "framework" / "_environment.py"
     spec = importlib.util.spec_from_file_location("_wavelens_environment", path)
@@ -110,8 +110,9 @@ def _mssm() -> None:
 
 
 def _wavelens() -> None:
-    sys.path.insert(0, str(TOP))
-    import framework  # noqa: F401
+    # Installed (editable in a checkout): the import names map to framework/ and plugins/.
+    import wavelens  # noqa: F401
+    import wavelens.plugins  # noqa: F401
 
 
 PYTHON_CHECKS: list[tuple[str, Callable[[], None]]] = [

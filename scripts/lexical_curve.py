@@ -29,7 +29,7 @@ def model_stage(run_dir: Path) -> Path:
 
 
 def _checkpoint_steps(folder: Path, every: int) -> list[int]:
-    from framework import CheckpointManager
+    from wavelens import CheckpointManager
 
     return [step for step in CheckpointManager(folder).steps() if step % every == 0]
 
@@ -38,9 +38,8 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
     import numpy as np
     import torch
 
-    from framework import CheckpointManager
-    from framework.spec import load_spec
-    from plugins.ciwgan.evaluation import (
+    from wavelens import CheckpointManager
+    from wavelens.plugins.ciwgan.evaluation import (
         LexicalParams,
         chance_one_to_one,
         classify,
@@ -48,6 +47,7 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
         train_word_classifier,
         with_noise_floor,
     )
+    from wavelens.spec import load_spec
 
     resolved = load_spec(run_dir / "spec.yaml")
     model = resolved.component("model").build()
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-per-code", type=int, default=100)
     parser.add_argument("--values", type=float, nargs="+", default=[1.0, 2.0])
     args = parser.parse_args(argv)
-    from framework import write_csv
+    from wavelens import write_csv
 
     rows = lexical_curve(args.run_dir.resolve(), args.every, args.n_per_code, args.values)
     if not rows:

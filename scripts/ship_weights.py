@@ -50,7 +50,7 @@ FIGURES = ("pesq", "csig", "cbak", "covl", "segsnr", "stoi")
 def score_pairs(weights: Path, pairs: Path, workdir: Path) -> dict[str, dict[str, float]]:
     """Mean scores over the pairs in ``pairs`` of the noisy files and of their
     enhancement by the network in ``weights``, through the CLI."""
-    from framework.cli import main
+    from wavelens.cli import main
 
     enhanced = workdir / "enhanced"
     if main(["enhance", str(pairs / "noisy"), "-o", str(enhanced), "--checkpoint", str(weights),
@@ -114,8 +114,8 @@ def lexical_figures(run_dir: Path) -> dict | None:
 
 
 def _model_key(spec: Path, profile: str | None, overrides: list[str] | None = None) -> str | None:
-    from framework import load_spec
-    from framework.run import plan_stages
+    from wavelens import load_spec
+    from wavelens.run import plan_stages
 
     resolved = load_spec(spec, profile=profile, overrides=overrides)
     return next((plan.key for plan in plan_stages(resolved) if plan.name == "model"), None)
@@ -124,8 +124,8 @@ def _model_key(spec: Path, profile: str | None, overrides: list[str] | None = No
 def _retraining_spec(spec: Path, profile: str | None, model_key: str | None) -> tuple[str, str | None]:
     """``(spec path relative to the repository, profile)`` of a spec that trains the
     run's network again: its model stage key must be the run's."""
-    from framework import load_spec
-    from framework.run import plan_stages
+    from wavelens import load_spec
+    from wavelens.run import plan_stages
 
     resolved = load_spec(spec, profile=profile)
     keys = [plan.key for plan in plan_stages(resolved) if plan.name == "model"]
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(stage / "model.pt", target / "model.pt")
         steps, seconds = _last_step(stage / "losses.csv"), stage_record.get("duration_s")
     else:
-        from framework import CheckpointManager, save_torch
+        from wavelens import CheckpointManager, save_torch
 
         if not stage.is_dir():  # still training, or stopped: the stage folder is partial
             stage = run_dir / "stages" / "model.partial"
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.set:
         import yaml
 
-        from framework import load_spec
+        from wavelens import load_spec
 
         resolved = load_spec(run_dir / "spec.yaml", overrides=args.set)
         (target / "spec.yaml").write_text(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from framework import shared_data_dir
+from wavelens import shared_data_dir
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixture_plugins"
 REPO = Path(__file__).resolve().parent.parent
@@ -113,7 +113,7 @@ def entry_point_package(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
 def prepare_data(tmp_path: Path, plugin: str, params: str, seed: int = 4) -> tuple[dict, Path]:
     """Run only the data stage of a spec using ``plugin`` with ``params`` (the inside
     of a YAML flow mapping); return the loaded splits and the stage folder."""
-    from framework import Run, load_spec_text
+    from wavelens import Run, load_spec_text
 
     resolved = load_spec_text(
         f"spec_version: 1\nname: data-{plugin}\nseed: {seed}\ndevice: cpu\n"

@@ -1,4 +1,4 @@
-"""framework.audio: reading and writing audio with errors that name the file."""
+"""wavelens.audio: reading and writing audio with errors that name the file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from framework import AudioError, collate_items, peak_normalize, read_audio, resample, write_audio
+from wavelens import AudioError, collate_items, peak_normalize, read_audio, resample, write_audio
 
 
 def test_read_gives_float_samples_and_rate(tmp_path):

@@ -15,7 +15,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framework.cli import main
+from wavelens.cli import main
 
 from conftest import REPO
 

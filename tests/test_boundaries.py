@@ -5,9 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 import yaml
 
-import framework
+import wavelens
 
 from conftest import REPO
 
@@ -26,27 +27,51 @@ def imports_of(path: Path) -> list[tuple[str, list[str]]]:
 def test_framework_never_imports_plugins():
     for path in (REPO / "framework").rglob("*.py"):
         for module, _ in imports_of(path):
-            assert module.split(".")[0] != "plugins", f"{path} imports {module}"
+            assert not module.startswith("wavelens.plugins"), f"{path} imports {module}"
+            assert module.split(".")[0] not in ("framework", "plugins"), f"{path} imports {module}"
 
 
 def test_builtin_plugins_import_only_public_framework_names():
-    public = set(framework.__all__)
+    public = set(wavelens.__all__)
     for path in (REPO / "plugins").rglob("*.py"):
         for module, names in imports_of(path):
-            if module.split(".")[0] != "framework":
+            assert module.split(".")[0] not in ("framework", "plugins"), f"{path} imports {module}"
+            if module.split(".")[0] != "wavelens" or module.startswith("wavelens.plugins"):
                 continue
-            assert module == "framework", f"{path} imports the private module {module}"
+            assert module == "wavelens", f"{path} imports the private module {module}"
             assert set(names) <= public, f"{path} imports non-public {set(names) - public}"
 
 
 def test_every_registry_module_exists_under_plugins():
     entries = yaml.safe_load((REPO / "registry.yaml").read_text())["plugins"]
     for entry in entries:
-        assert entry["module"].startswith("plugins.")
-        relative = Path(*entry["module"].split("."))
+        assert entry["module"].startswith("wavelens.plugins.")
+        relative = Path("plugins", *entry["module"].split(".")[2:])
         assert (REPO / f"{relative}.py").is_file() or (REPO / relative / "__init__.py").is_file()
 
 
 def test_plugins_registry_link_points_at_the_top_level_registry():
     link = REPO / "plugins" / "registry.yaml"
     assert link.is_symlink() and link.resolve() == (REPO / "registry.yaml").resolve()
+
+
+def test_the_installed_packages_are_wavelens_alone():
+    """pyproject.toml lists every package folder under its import name, and loading
+    the core and every built-in plugin imports no top-level framework or plugins."""
+    import subprocess
+    import sys
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {"wavelens": REPO / "framework", "wavelens.plugins": REPO / "plugins"}
+    expected = {"wavelens"} | {
+        ".".join(["wavelens.plugins", *init.parent.relative_to(REPO / "plugins").parts]).rstrip(".")
+        for init in (REPO / "plugins").rglob("__init__.py")
+    }
+    assert set(config["packages"]) == expected
+    assert {k: REPO / v for k, v in config["package-dir"].items()} == folders
+    code = ("import sys\nfrom wavelens import PluginRegistry\nPluginRegistry.discover()\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] in ('framework', 'plugins')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO / "docs").stdout
+    assert out.strip() == "[]"

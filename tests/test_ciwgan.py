@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from framework import Run, load_spec_text, resolve_placement
-from plugins.ciwgan.model import train_distributed
-from plugins.ciwgan.networks import (
+from wavelens import Run, load_spec_text, resolve_placement
+from wavelens.plugins.ciwgan.model import train_distributed
+from wavelens.plugins.ciwgan.networks import (
     CiwGAN,
     DownConv,
     UpConv,
@@ -25,8 +25,8 @@ from plugins.ciwgan.networks import (
     phase_shuffle,
     same_padding,
 )
-from plugins.ciwgan.optim import TFRMSprop
-from plugins.ciwgan.trainer import GANConfig, GANTrainer, sample_latent
+from wavelens.plugins.ciwgan.optim import TFRMSprop
+from wavelens.plugins.ciwgan.trainer import GANConfig, GANTrainer, sample_latent
 
 CPU = resolve_placement("cpu", "fp32")
 
@@ -361,7 +361,7 @@ def test_lexical_learning_reports_q_and_one_to_one_accuracy_per_code_and_value(t
 def test_lexical_learning_of_a_fiwgan_with_more_bit_patterns_than_words_lets_codes_share(tmp_path):
     from test_timit import make_tree
 
-    from plugins.ciwgan.evaluation import code_word
+    from wavelens.plugins.ciwgan.evaluation import code_word
 
     root = make_tree(tmp_path / "timit", speakers=4)
     resolved = load_spec_text(
@@ -389,7 +389,7 @@ def test_lexical_learning_of_a_fiwgan_with_more_bit_patterns_than_words_lets_cod
 
 
 def test_the_noise_floor_has_the_level_asked_for():
-    from plugins.ciwgan.evaluation import with_noise_floor
+    from wavelens.plugins.ciwgan.evaluation import with_noise_floor
 
     silent = torch.zeros(3, 1, 40000)
     floored = with_noise_floor(silent, torch.tensor([-20.0, -40.0, -60.0]), torch.Generator().manual_seed(0))
@@ -425,7 +425,7 @@ class _Tokens:
 
 
 def test_the_word_classifier_trained_with_a_noise_floor_hears_words_under_noise():
-    from plugins.ciwgan.evaluation import (
+    from wavelens.plugins.ciwgan.evaluation import (
         LexicalParams,
         _stack,
         classify,
@@ -448,7 +448,7 @@ def test_the_word_classifier_trained_with_a_noise_floor_hears_words_under_noise(
 
 
 def test_the_ensemble_averages_its_members_probabilities():
-    from plugins.ciwgan.evaluation import WordClassifier, WordEnsemble
+    from wavelens.plugins.ciwgan.evaluation import WordClassifier, WordEnsemble
 
     torch.manual_seed(0)
     members = [WordClassifier(3, 8000).eval() for _ in range(3)]
@@ -458,7 +458,7 @@ def test_the_ensemble_averages_its_members_probabilities():
 
 
 def test_one_to_one_accuracy_gives_a_collapse_onto_one_word_one_over_codes():
-    from plugins.ciwgan.evaluation import one_to_one
+    from wavelens.plugins.ciwgan.evaluation import one_to_one
 
     collapsed = np.array([[10, 0, 0], [10, 0, 0], [10, 0, 0]])  # every code heard as word 0: purity 1
     accuracy, words = one_to_one(collapsed)
@@ -467,7 +467,7 @@ def test_one_to_one_accuracy_gives_a_collapse_onto_one_word_one_over_codes():
 
 
 def test_one_to_one_accuracy_finds_a_permuted_lexicon():
-    from plugins.ciwgan.evaluation import one_to_one
+    from wavelens.plugins.ciwgan.evaluation import one_to_one
 
     counts = np.array([[1, 9, 0], [0, 1, 9], [8, 0, 2]])
     accuracy, words = one_to_one(counts)
@@ -476,21 +476,21 @@ def test_one_to_one_accuracy_finds_a_permuted_lexicon():
 
 
 def test_one_to_one_accuracy_leaves_a_code_without_a_word_when_codes_outnumber_words():
-    from plugins.ciwgan.evaluation import one_to_one
+    from wavelens.plugins.ciwgan.evaluation import one_to_one
 
     accuracy, words = one_to_one(np.array([[5, 0], [0, 5], [3, 2]]))
     assert words == [0, 1, -1] and accuracy == pytest.approx(10 / 15)
 
 
 def test_code_word_accuracy_is_one_to_one_when_codes_do_not_outnumber_words():
-    from plugins.ciwgan.evaluation import code_word, one_to_one
+    from wavelens.plugins.ciwgan.evaluation import code_word, one_to_one
 
     for counts in (np.array([[1, 9, 0], [0, 1, 9], [8, 0, 2]]), np.array([[4, 1, 0, 3], [2, 2, 5, 0]])):
         assert code_word(counts) == one_to_one(counts)
 
 
 def test_code_word_accuracy_lets_codes_share_a_word_when_they_outnumber_words():
-    from plugins.ciwgan.evaluation import code_word
+    from wavelens.plugins.ciwgan.evaluation import code_word
 
     # A fiwGAN's four bit patterns for three words: two codes say the same word.
     accuracy, words = code_word(np.array([[66, 4, 30], [0, 100, 0], [6, 6, 88], [0, 99, 1]]))
@@ -503,7 +503,7 @@ def test_code_word_accuracy_lets_codes_share_a_word_when_they_outnumber_words():
 def test_code_word_accuracy_is_the_best_assignment_that_reaches_every_word():
     from itertools import product
 
-    from plugins.ciwgan.evaluation import code_word
+    from wavelens.plugins.ciwgan.evaluation import code_word
 
     rng = np.random.default_rng(3)
     for _ in range(40):
@@ -521,14 +521,14 @@ def test_code_word_accuracy_is_the_best_assignment_that_reaches_every_word():
 
 
 def test_chance_of_one_to_one_accuracy_is_near_one_over_words_for_large_samples():
-    from plugins.ciwgan.evaluation import chance_one_to_one
+    from wavelens.plugins.ciwgan.evaluation import chance_one_to_one
 
     assert chance_one_to_one(8, 8, 5000) == pytest.approx(1 / 8, abs=0.01)
     assert chance_one_to_one(8, 8, 10) > chance_one_to_one(8, 8, 1000) > 1 / 8
 
 
 def test_generate_command_writes_outputs_with_the_same_noise_for_every_code(trained_run, capsys):
-    from framework.cli import main
+    from wavelens.cli import main
 
     assert main(["generate", str(trained_run), "--code", "0", "--value", "2", "-n", "3",
                  "--out", str(trained_run / "g0")]) == 0
@@ -544,7 +544,7 @@ def test_generate_command_writes_outputs_with_the_same_noise_for_every_code(trai
 
 
 def test_codes_read_as_indices_or_bit_strings():
-    from plugins.ciwgan.model import CiwGANModel, CiwGANParams, FiwGANModel, FiwGANParams
+    from wavelens.plugins.ciwgan.model import CiwGANModel, CiwGANParams, FiwGANModel, FiwGANParams
 
     ciw = CiwGANModel(CiwGANParams(n_codes=4))
     assert ciw.code_vector("2", 2.0).tolist() == [0, 0, 2, 0]
@@ -567,7 +567,7 @@ def test_sigterm_finishes_the_step_saves_and_stops(tmp_path):
     import os
     import signal
 
-    from framework import RunInterrupted
+    from wavelens import RunInterrupted
 
     trainer = make_trainer(tmp_path, steps=6, checkpoint_every=100)
     update, calls = trainer.generator_update, []
@@ -604,7 +604,7 @@ def test_torchrun_with_two_gloo_processes_runs_the_spec_once_and_trains_in_sync(
     )
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "framework.cli", "run", str(spec), "--runs-dir", str(tmp_path / "runs")],
+         "-m", "wavelens.cli", "run", str(spec), "--runs-dir", str(tmp_path / "runs")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     if done.returncode != 0:

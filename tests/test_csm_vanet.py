@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from framework import (
+from wavelens import (
     CheckpointManager,
     Run,
     StageContext,
@@ -19,9 +19,16 @@ from framework import (
     load_spec,
     resolve_placement,
 )
-from framework.cli import main, speech_segments
-from plugins.csm_vanet.model import CSMVANetModel, CSMVANetParams, EnhancementLoop, enhance_16k, loss_terms
-from plugins.csm_vanet.networks import CSMVANet, Spectra, count_parameters
+from wavelens.cli import main
+from wavelens.plugins.csm_vanet.model import (
+    CSMVANetModel,
+    CSMVANetParams,
+    EnhancementLoop,
+    enhance_16k,
+    loss_terms,
+)
+from wavelens.plugins.csm_vanet.networks import CSMVANet, Spectra, count_parameters
+from wavelens.plugins.noisy_speech.commands import speech_segments
 
 from conftest import SHARED_DATA
 
@@ -78,7 +85,7 @@ def test_the_full_network_matches_the_papers_size_and_shapes():
 
 
 def test_relative_attention_equals_shaws_formula():
-    from plugins.csm_vanet.networks import RelativeAttention
+    from wavelens.plugins.csm_vanet.networks import RelativeAttention
 
     torch.manual_seed(0)
     attention = RelativeAttention(32, 4, 0.0, max_distance=5).eval()
@@ -148,7 +155,7 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch():
 
 
 class _Pairs(torch.utils.data.Dataset):
-    """Deterministic tiny pairs with the items of plugins.noisy_speech's splits."""
+    """Deterministic tiny pairs with the items of wavelens.plugins.noisy_speech's splits."""
 
     def __init__(self, n: int, length: int = 4000):
         self.n, self.length, self.epoch = n, length, 0

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from framework import Run, load_spec_text, resolve_placement
-from plugins.ciwgan.networks import CiwGAN
-from plugins.ciwgan.trainer import GANConfig, GANTrainer
-from plugins.probes.feature_maps import FeatureMapRecorder
+from wavelens import Run, load_spec_text, resolve_placement
+from wavelens.plugins.ciwgan.networks import CiwGAN
+from wavelens.plugins.ciwgan.trainer import GANConfig, GANTrainer
+from wavelens.plugins.probes.feature_maps import FeatureMapRecorder
 
 pytestmark = pytest.mark.cuda
 
@@ -53,8 +53,8 @@ def test_networks_on_cuda_agree_with_the_cpu(exact_fp32):
 
 
 def test_the_gemm_convs_equal_cudnn_including_the_gradient_penalty(exact_fp32):
-    from plugins.ciwgan.networks import CUDA_CONVS
-    from plugins.ciwgan.trainer import gradient_penalty
+    from wavelens.plugins.ciwgan.networks import CUDA_CONVS
+    from wavelens.plugins.ciwgan.trainer import gradient_penalty
 
     torch.manual_seed(0)
     network = CiwGAN(4, dim=8).cuda()
@@ -179,8 +179,8 @@ def test_a_spec_trains_probes_and_generates_on_cuda_in_bf16(tmp_path):
 
 
 def test_csm_vanet_on_cuda_agrees_with_the_cpu_and_trains_in_bf16(exact_fp32):
-    from plugins.csm_vanet.model import CSMVANetParams, loss_terms
-    from plugins.csm_vanet.networks import CSMVANet
+    from wavelens.plugins.csm_vanet.model import CSMVANetParams, loss_terms
+    from wavelens.plugins.csm_vanet.networks import CSMVANet
 
     torch.manual_seed(0)
     network = CSMVANet((8, 16, 32, 64), 1, dropout=0.0).eval()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framework import DeviceError, Run, load_spec, resolve_placement
-from framework.cli import main
+from wavelens import DeviceError, Run, load_spec, resolve_placement
+from wavelens.cli import main
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from framework import _environment as environment
+from wavelens import _environment as environment
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements.lock"

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from framework import PluginRegistry, Run, load_spec
-from plugins.toy.tones import CLASSES, TonesParams, synthesize
+from wavelens import PluginRegistry, Run, load_spec
+from wavelens.plugins.toy.tones import CLASSES, TonesParams, synthesize
 
 from conftest import REPO
 

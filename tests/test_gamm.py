@@ -11,10 +11,16 @@ import pandas as pd
 import pytest
 from gamm_data import simulate
 
-from framework import StageError
-from plugins.gamm.backends import MgcvBackend, MssmBackend, PygamBackend, StatsmodelsBackend, backend_named
-from plugins.gamm.model import GammParams, prepare, significant_intervals
-from plugins.gamm.statistic import Gamm, GammStatisticParams
+from wavelens import StageError
+from wavelens.plugins.gamm.backends import (
+    MgcvBackend,
+    MssmBackend,
+    PygamBackend,
+    StatsmodelsBackend,
+    backend_named,
+)
+from wavelens.plugins.gamm.model import GammParams, prepare, significant_intervals
+from wavelens.plugins.gamm.statistic import Gamm, GammStatisticParams
 
 LOG = logging.getLogger("test-gamm")
 # One ρ for every AR1 backend, as the comparison needs (docs/gamm.md).
@@ -220,7 +226,7 @@ def test_the_statistic_writes_the_schema_tables_and_figures(tmp_path):
     table["layer"] = "conv5"
     path = tmp_path / "feature_maps.csv"
     table.to_csv(path, index=False)
-    from framework import StageContext, resolve_placement
+    from wavelens import StageContext, resolve_placement
 
     ctx = StageContext(
         stage="statistics.0",
@@ -273,7 +279,7 @@ def test_several_layers_get_level_and_shape_contrasts_side_by_side(tmp_path):
     table = table.rename(columns={"word": "phone"})
     path = tmp_path / "intervals.csv"
     table.to_csv(path, index=False)
-    from framework import StageContext, resolve_placement
+    from wavelens import StageContext, resolve_placement
 
     ctx = StageContext(stage="statistics.0", workdir=tmp_path / "out", placement=resolve_placement("cpu"),
                        seed=0, log=LOG, spec_dir=tmp_path)
@@ -299,7 +305,7 @@ def test_a_run_fits_the_probe_table_of_each_requested_layer(tmp_path):
     _skip_unless(MssmBackend())
     from test_timit import make_tree
 
-    from framework import Run, load_spec_text
+    from wavelens import Run, load_spec_text
 
     root = make_tree(tmp_path / "timit", speakers=10)
     resolved = load_spec_text(
@@ -324,7 +330,7 @@ def test_a_run_fits_the_probe_table_of_each_requested_layer(tmp_path):
 
 def test_stats_fit_command_and_run_refusing_statistics_without_probes(tmp_path, capsys):
     _skip_unless(MssmBackend())
-    from framework.cli import main
+    from wavelens.cli import main
 
     table, _ = simulate(24, seed=2, words=["ask", "wash"])
     table.to_csv(tmp_path / "table.csv", index=False)
@@ -377,7 +383,8 @@ def test_a_package_adds_a_backend_through_an_entry_point(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "ep_gamm_backend-1.0.dist-info").mkdir(parents=True)
     (site / "ep_gamm_backend.py").write_text(
-        "from plugins.gamm.backends import PygamBackend\n\nclass Mine(PygamBackend):\n    name = 'mine'\n"
+        "from wavelens.plugins.gamm.backends import PygamBackend\n\n"
+        "class Mine(PygamBackend):\n    name = 'mine'\n"
     )
     (site / "ep_gamm_backend-1.0.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: ep_gamm_backend\nVersion: 1.0\n"
@@ -387,9 +394,38 @@ def test_a_package_adds_a_backend_through_an_entry_point(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(site))
     try:
+        assert GammStatisticParams(backend="mine").backend == "mine"  # its name validates
         backend = backend_named("mine")
         assert backend.name == "mine" and backend.capabilities()["fixed_only"]
         with pytest.raises(StageError, match="known: mgcv, mine, mssm, pygam, statsmodels"):
             backend_named("other")
     finally:
         sys.modules.pop("ep_gamm_backend", None)
+
+
+def test_the_built_in_backend_names_are_the_backends_there_are():
+    from wavelens.plugins.gamm.backends import BACKENDS
+    from wavelens.plugins.gamm.model import BUILTIN_BACKENDS
+
+    assert sorted(BACKENDS) == sorted(BUILTIN_BACKENDS)
+
+
+def test_validate_refuses_a_misspelt_backend_with_the_line_and_a_suggestion(tmp_path, capsys):
+    from wavelens.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "spec_version: 1\nname: gamm-typo\n"
+        "data: {plugin: tones}\n"
+        "model: {plugin: tiny_cnn}\n"
+        "train: {epochs: 1}\n"
+        "probe: [{plugin: feature_map_average, params: {layers: [conv1]}}]\n"
+        "statistics:\n"
+        "  - plugin: gamm\n"
+        "    params:\n"
+        "      backend: mgvc\n"
+    )
+    assert main(["validate", str(spec)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert str(spec) in err and "statistics.0.params.backend" in err and "line 10" in err
+    assert "no GAMM backend 'mgvc'; did you mean 'mgcv'?" in err

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framework import Metric, StageError
-from plugins.classification import Accuracy
+from wavelens import Metric, StageError
+from wavelens.plugins.classification import Accuracy
 
 
 def test_accuracy_accepts_indices_and_logits():

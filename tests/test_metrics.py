@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from plugins.metrics.quality import (
+from wavelens.plugins.metrics.quality import (
     composite,
     frames,
     llr_frames,
@@ -117,8 +117,8 @@ def test_the_voicebank_convention_matches_the_published_reference_values():
 
 # -- metric plugins and the evaluation of folders ----------------------------------------
 
-from framework.evaluation import evaluate_folders, summarize, summary_markdown  # noqa: E402
-from plugins.metrics.speech import (  # noqa: E402
+from wavelens.evaluation import evaluate_folders, summarize, summary_markdown  # noqa: E402
+from wavelens.plugins.metrics.speech import (  # noqa: E402
     Composite,
     CompositeParams,
     SiSdr,
@@ -199,7 +199,7 @@ def test_a_metric_that_fails_on_one_file_makes_an_error_entry_with_its_reason(tm
     # all-zero reference is refused before that, so the failure is provoked here.
     import pesq
 
-    from plugins.metrics import quality
+    from wavelens.plugins.metrics import quality
 
     def no_utterances(*args, **kwargs):
         raise pesq.NoUtterancesError("b'No utterances detected'")
@@ -264,7 +264,7 @@ def test_vad_metric_counts_frames_and_ranks_for_the_auc():
 
 
 def test_the_evaluate_command_writes_per_file_scores_and_a_grouped_summary(tmp_path, capsys):
-    from framework.cli import main
+    from wavelens.cli import main
 
     for index, level in enumerate([0.01, 0.05, 0.2]):
         x = _speechlike(1.0, seed=20 + index)
@@ -303,7 +303,7 @@ def test_the_evaluate_command_writes_per_file_scores_and_a_grouped_summary(tmp_p
 
 
 def test_grouped_summaries_order_numbers_numerically_and_split_items():
-    from framework.evaluation import batch_of_one, split_items
+    from wavelens.evaluation import batch_of_one, split_items
 
     groups = [("10", "cafe"), ("-5", "cafe"), ("5", "babble"), ("-5", "babble")]
     rows = [{"item": str(i), "status": "ok", "reason": "", "snr": snr, "noise": noise, "pesq": float(i)}
@@ -320,7 +320,7 @@ def test_grouped_summaries_order_numbers_numerically_and_split_items():
 
 
 def test_the_variants_grouped_means_take_table_ii_layout():
-    from framework.report import grouped_comparison
+    from wavelens.report import grouped_comparison
 
     def grouped(pesq_a, pesq_b):
         return [{"snr_db": 0.0, "noise": "a", "files": 2, "scored": 2, "pesq": pesq_a, "stoi": 0.5},
@@ -348,7 +348,7 @@ def test_the_variants_grouped_means_take_table_ii_layout():
 def test_digitally_silent_frames_have_no_lpc_model_and_no_warning():
     import warnings
 
-    from plugins.metrics.quality import llr_frames, trimmed_mean
+    from wavelens.plugins.metrics.quality import llr_frames, trimmed_mean
 
     rate, rng = 16000, np.random.default_rng(0)
     clean = rng.standard_normal(rate).astype(np.float64)

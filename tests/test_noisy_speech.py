@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from framework import StageError, WavelensError
-from plugins.noisy_speech.mixtures import coloured_noise, mix_at_snr
-from plugins.noisy_speech.vad import frame_energy_db, vad_labels
+from wavelens import StageError, WavelensError
+from wavelens.plugins.noisy_speech.mixtures import coloured_noise, mix_at_snr
+from wavelens.plugins.noisy_speech.vad import frame_energy_db, vad_labels
 
 from conftest import SHARED_DATA, prepare_data
 
@@ -287,7 +287,7 @@ def test_demand_and_librispeech_layouts_group_by_folder(tmp_path):
 
 
 def test_the_reference_rows_pass_the_noisy_input_through_and_gate_stationary_noise():
-    from plugins.noisy_speech.baselines import (
+    from wavelens.plugins.noisy_speech.baselines import (
         NoisyInput,
         NoisyInputParams,
         SpectralGating,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from framework import Run, load_spec
-from framework.cli import main
-from framework.report import write_report
+from wavelens import Run, load_spec
+from wavelens.cli import main
+from wavelens.report import write_report
 
 from conftest import REPO, SHARED_DATA
 

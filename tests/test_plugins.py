@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from framework import PluginError, PluginRegistry, Run, load_spec
-from framework.cli import main, plugins_document
+from wavelens import PluginError, PluginRegistry, Run, load_spec
+from wavelens.cli import main, plugins_document
 
 from conftest import FIXTURE_PLUGINS, REPO
 
 EP_PLUGIN = """
-    from framework import Contribution, Dataset, Params, hookimpl
+    from wavelens import Contribution, Dataset, Params, hookimpl
 
     class EpParams(Params):
         size: int = 3
@@ -38,7 +38,7 @@ def test_builtin_plugins_come_from_registry_yaml():
     registry = PluginRegistry.discover()
     tones = registry.get("dataset", "tones")
     assert tones.source.type == "builtin"
-    assert tones.source.location == "plugins.toy.tones"
+    assert tones.source.location == "wavelens.plugins.toy.tones"
     assert {"tones", "tiny_cnn", "accuracy"} <= set(registry.names())
 
 
@@ -118,7 +118,7 @@ def test_duplicate_contribution_name_is_refused(tmp_path):
         PluginRegistry.discover(files=[clash])
     message = str(caught.value)
     assert "duplicate plugin name 'tones'" in message
-    assert str(clash) in message and "plugins.toy.tones" in message
+    assert str(clash) in message and "wavelens.plugins.toy.tones" in message
 
 
 def test_duplicate_plugin_file_name_is_refused(tmp_path):
@@ -133,7 +133,7 @@ def test_duplicate_plugin_file_name_is_refused(tmp_path):
 def test_hook_without_a_specification_is_refused(tmp_path):
     bad = tmp_path / "typo_hook.py"
     bad.write_text(
-        "from framework import hookimpl\n\n@hookimpl\ndef wavelens_model():\n    return []\n"
+        "from wavelens import hookimpl\n\n@hookimpl\ndef wavelens_model():\n    return []\n"
     )
     with pytest.raises(PluginError) as caught:
         PluginRegistry.discover(files=[bad])
@@ -163,7 +163,7 @@ def test_params_that_allow_unknown_fields_are_refused(tmp_path):
     lax = tmp_path / "lax.py"
     lax.write_text(
         textwrap.dedent(EP_PLUGIN)
-        .replace("from framework import", "from pydantic import BaseModel\nfrom framework import")
+        .replace("from wavelens import", "from pydantic import BaseModel\nfrom wavelens import")
         .replace("class EpParams(Params):", "class EpParams(BaseModel):")
     )
     with pytest.raises(PluginError, match="must forbid unknown fields"):
@@ -174,7 +174,7 @@ def test_params_that_allow_infinite_numbers_are_refused(tmp_path):
     lax = tmp_path / "lax.py"
     lax.write_text(
         textwrap.dedent(EP_PLUGIN)
-        .replace("from framework import", "from pydantic import BaseModel, ConfigDict\nfrom framework import")
+        .replace("from wavelens import", "from pydantic import BaseModel, ConfigDict\nfrom wavelens import")
         .replace("class EpParams(Params):",
                  "class EpParams(BaseModel):\n    model_config = ConfigDict(extra='forbid')")
     )
@@ -209,7 +209,7 @@ def test_every_float_parameter_of_every_builtin_plugin_refuses_non_finite_number
 
 def test_registry_must_list_every_builtin_contribution(tmp_path):
     registry = tmp_path / "registry.yaml"
-    registry.write_text("plugins:\n  - {name: tones, kind: dataset, module: plugins.toy.tiny_cnn}\n")
+    registry.write_text("plugins:\n  - {name: tones, kind: dataset, module: wavelens.plugins.toy.tiny_cnn}\n")
     with pytest.raises(PluginError, match="'tiny_cnn', which registry.yaml does not list"):
         PluginRegistry.discover(registry_file=registry)
 
@@ -218,8 +218,8 @@ def test_registry_entry_without_contribution_is_refused(tmp_path):
     registry = tmp_path / "registry.yaml"
     registry.write_text(
         "plugins:\n"
-        "  - {name: tones, kind: dataset, module: plugins.toy.tones}\n"
-        "  - {name: ghost, kind: dataset, module: plugins.toy.tones}\n"
+        "  - {name: tones, kind: dataset, module: wavelens.plugins.toy.tones}\n"
+        "  - {name: ghost, kind: dataset, module: wavelens.plugins.toy.tones}\n"
     )
     with pytest.raises(PluginError, match="lists the dataset 'ghost'"):
         PluginRegistry.discover(registry_file=registry)
@@ -232,9 +232,9 @@ def test_disable_by_environment_variable(monkeypatch):
 
 
 def test_disabled_builtin_module_is_not_imported(monkeypatch):
-    monkeypatch.delitem(sys.modules, "plugins.toy.tones", raising=False)
-    PluginRegistry.discover(disabled={"plugins.toy.tones"})
-    assert "plugins.toy.tones" not in sys.modules
+    monkeypatch.delitem(sys.modules, "wavelens.plugins.toy.tones", raising=False)
+    PluginRegistry.discover(disabled={"wavelens.plugins.toy.tones"})
+    assert "wavelens.plugins.toy.tones" not in sys.modules
 
 
 def test_disable_by_cli_flag_and_spec_using_it_explains(write_spec, capsys):
@@ -255,7 +255,11 @@ def test_plugins_json_is_stable_and_matches_the_documented_shape(capsys):
     main(["plugins", "--json"])
     assert capsys.readouterr().out == first
     document = json.loads(first)
-    assert set(document) == {"format", "format_version", "plugins"}
+    assert set(document) == {"format", "format_version", "plugins", "commands"}
+    assert [c["name"] for c in document["commands"]] == ["generate", "enhance", "evaluate"]
+    for entry in document["commands"]:
+        assert set(entry) == {"name", "help", "plugin", "source"}
+        assert set(entry["source"]) == {"type", "location"}
     assert document["format"] == "wavelens-plugins" and document["format_version"] == 1
     for entry in document["plugins"]:
         assert set(entry) == {"name", "kind", "description", "plugin", "source", "version",
@@ -276,12 +280,13 @@ def test_plugins_json_document_carries_the_params_schema():
 
 
 def test_plugins_table_lists_kind_name_params_source_and_version(capsys, monkeypatch):
-    from framework.console import console
+    from wavelens.console import console
 
     monkeypatch.setattr(console, "width", 200)  # one row per plugin, nothing folded
     assert main(["plugins"]) == 0
     out = capsys.readouterr().err
-    for text in ("tiny_cnn", "model", "learning_rate", "plugins.toy.tiny_cnn", "0.1.0"):
+    for text in ("tiny_cnn", "model", "learning_rate", "wavelens.plugins.toy.tiny_cnn", "0.1.0",
+                 "commands the plugins add", "wavelens.plugins.ciwgan.commands"):
         assert text in out
 
 
@@ -303,3 +308,91 @@ def test_console_script_is_installed():
         capture_output=True, text=True, check=True,
     )
     assert json.loads(result.stdout)["format"] == "wavelens-plugins"
+
+
+# -- commands plugins add (wavelens_commands) ----------------------------------------
+
+EP_COMMAND = """
+    from pathlib import Path
+
+    from wavelens import Command, hookimpl, int_between
+
+    def add_arguments(parser):
+        parser.add_argument("folder", type=Path)
+        parser.add_argument("--times", type=int_between(1, 3), default=1)
+
+    def run(args, ctx):
+        kinds = sorted({c.kind for c in ctx.registry.all()})
+        (args.folder / "echo.txt").write_text(f"{args.times} {','.join(kinds)} {sorted(ctx.disabled)}")
+        return 0
+
+    @hookimpl
+    def wavelens_commands():
+        return [Command("ep-echo", "write what the command saw", add_arguments, run)]
+"""
+
+
+def test_the_built_in_commands_come_from_plugins_and_help_lists_them(capsys):
+    registry = PluginRegistry.discover()
+    sources = {c.name: c.source.location for c in registry.commands()}
+    assert sources == {"generate": "wavelens.plugins.ciwgan.commands",
+                       "enhance": "wavelens.plugins.noisy_speech.commands",
+                       "evaluate": "wavelens.plugins.metrics.commands"}
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    listing = capsys.readouterr().out
+    for name in ("plugins", "validate", "run", "data", "probe", "stats", "report",
+                 "generate", "enhance", "evaluate"):
+        assert f"    {name}" in listing
+
+
+def test_an_installed_plugins_command_appears_and_runs(entry_point_package, tmp_path, capsys):
+    entry_point_package("ep_echo", EP_COMMAND)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out
+    assert "ep-echo" in listing and "write what the command saw" in listing
+    assert main(["--disable", "tones", "ep-echo", str(tmp_path), "--times", "2"]) == 0
+    times, kinds, disabled = (tmp_path / "echo.txt").read_text().split(" ", 2)
+    assert times == "2" and kinds == "dataset,metric,model,probe,statistic" and "tones" in disabled
+    with pytest.raises(SystemExit) as exit_:
+        main(["ep-echo", str(tmp_path), "--times", "9"])  # its own argument types apply
+    assert exit_.value.code == 2
+    assert "expected 1 to 3, not 9" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--disable", "ep_echo", "ep-echo", str(tmp_path)])  # disabled: no such command
+    assert "invalid choice: 'ep-echo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("run", "one of the core's"),
+    ("Echo", "must be lowercase letters, digits and hyphens"),
+    ("generate", "two plugins add the command 'generate'"),
+])
+def test_a_command_that_cannot_be_offered_is_refused_with_its_source(entry_point_package, name, message):
+    entry_point_package("ep_bad_command", EP_COMMAND.replace('"ep-echo"', repr(name)))
+    with pytest.raises(PluginError, match=message) as error:
+        PluginRegistry.discover()
+    assert "ep_bad_command" in str(error.value)
+
+
+def test_a_built_in_command_must_be_listed_in_the_registry(tmp_path):
+    registry_file = tmp_path / "registry.yaml"
+    registry_file.write_text("plugins:\n  - {name: generate, kind: command, "
+                             "module: wavelens.plugins.ciwgan.commands}\n")
+    assert [c.name for c in PluginRegistry.discover(registry_file=registry_file,
+                                                      entry_points=False).commands()] == ["generate"]
+    registry_file.write_text("plugins:\n  - {name: enhance, kind: command, "
+                             "module: wavelens.plugins.ciwgan.commands}\n")
+    with pytest.raises(PluginError, match="does not list as a command of wavelens.plugins.ciwgan.commands"):
+        PluginRegistry.discover(registry_file=registry_file, entry_points=False)
+
+
+def test_when_a_plugin_fails_to_load_core_commands_still_say_so_and_plugin_commands_stop(
+        entry_point_package, tmp_path, capsys):
+    entry_point_package("ep_broken_cmd", "raise RuntimeError('kaput')\n")
+    assert main(["plugins"]) == 2
+    assert "kaput" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path), "--code", "0"]) == 2
+    assert "kaput" in capsys.readouterr().err

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from framework import Run, WavelensError, load_spec_text, resolve_layers
-from plugins.probes.feature_maps import FeatureMapRecorder
-from plugins.probes.series import interval_indices, time_normalised, upsample
+from wavelens import Run, WavelensError, load_spec_text, resolve_layers
+from wavelens.plugins.probes.feature_maps import FeatureMapRecorder
+from wavelens.plugins.probes.series import interval_indices, time_normalised, upsample
 
 
 class Known(nn.Module):
@@ -154,7 +154,7 @@ def test_probe_stage_writes_table_intervals_and_figures(tmp_path):
 def test_probe_command_runs_up_to_the_probes(tmp_path, write_spec, capsys):
     from test_timit import make_tree
 
-    from framework.cli import main
+    from wavelens.cli import main
 
     root = make_tree(tmp_path / "timit", speakers=4)
     spec = write_spec(
@@ -192,7 +192,7 @@ def test_probing_torchcrepe_a_pretrained_third_party_cnn():
 
 
 def test_the_probe_any_cnn_example_spec_runs(tmp_path):
-    from framework import load_spec
+    from wavelens import load_spec
 
     from conftest import REPO
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from framework import Run, RunInterrupted, WavelensError, load_spec
-from framework.cli import main
+from wavelens import Run, RunInterrupted, WavelensError, load_spec
+from wavelens.cli import main
 
 
 def execute(spec, **kwargs):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from framework import ResolvedSpec, SpecError, load_spec, load_spec_text
-from framework.cli import main
+from wavelens import ResolvedSpec, SpecError, load_spec, load_spec_text
+from wavelens.cli import main
 
 from conftest import FIXTURE_PLUGINS
 
@@ -97,7 +97,7 @@ def test_missing_required_parameter_names_its_path(write_spec):
 def test_missing_required_plugin_param_names_its_path(tmp_path, write_spec):
     plugin = tmp_path / "needs.py"
     plugin.write_text(
-        "from framework import Contribution, Dataset, Params, hookimpl\n"
+        "from wavelens import Contribution, Dataset, Params, hookimpl\n"
         "class P(Params):\n    root: str\n"
         "class D(Dataset):\n    def __init__(self, p): pass\n    def load(self, w): return {}\n"
         "@hookimpl\ndef wavelens_datasets():\n"

@@ -8,7 +8,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framework import ResolvedSpec, SpecError, load_spec_text
+from wavelens import ResolvedSpec, SpecError, load_spec_text
 
 BASE = {
     "spec_version": 1,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from framework import Run, WavelensError, load_spec_text
-from plugins.timit import voices
-from plugins.timit.corpus import find_utterances, read_alignment
-from plugins.timit.synthetic import SynthesisParams, build_corpus, plan_corpus
+from wavelens import Run, WavelensError, load_spec_text
+from wavelens.plugins.timit import voices
+from wavelens.plugins.timit.corpus import find_utterances, read_alignment
+from wavelens.plugins.timit.synthetic import SynthesisParams, build_corpus, plan_corpus
 
 HAVE_SYNTHESISERS = shutil.which("festival") is not None and shutil.which("espeak-ng") is not None
 needs_synthesisers = pytest.mark.skipif(

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from framework import PluginRegistry, WavelensError, collate_items
-from plugins.timit.corpus import Interval, find_utterances, read_alignment
-from plugins.timit.words import SliceParams, TimitWords, TimitWordsParams, slice_token
+from wavelens import PluginRegistry, WavelensError, collate_items
+from wavelens.plugins.timit.corpus import Interval, find_utterances, read_alignment
+from wavelens.plugins.timit.words import SliceParams, TimitWords, TimitWordsParams, slice_token
 
 from conftest import REPO, prepare_data
 
@@ -132,7 +132,7 @@ def test_resample_to_slices_at_the_new_rate_with_the_alignments_scaled(tmp_path)
     subset, dialect, speaker, utterance = ask["token"].split(":")[0].split("/")
     on_disk, _ = sf.read(tmp_path / "timit" / subset / dialect / speaker / f"{utterance}.WAV",
                          dtype="float32")
-    from framework import resample
+    from wavelens import resample
 
     word = resample(on_disk, 16000, 8000)[1500:3500]
     np.testing.assert_allclose(ask["audio"][0, 200:2200].numpy(), word / np.max(np.abs(word)), atol=1e-6)
@@ -251,7 +251,7 @@ def test_repo_has_no_copied_shared_data():
 
 
 def test_data_describe_prints_the_counts_and_reuses_the_data(tmp_path, write_spec, capsys):
-    from framework.cli import main
+    from wavelens.cli import main
 
     root = make_tree(tmp_path / "timit")
     spec = write_spec(
@@ -269,7 +269,7 @@ def test_data_describe_prints_the_counts_and_reuses_the_data(tmp_path, write_spe
 
 
 def test_the_run_report_shows_the_data_summary(tmp_path, write_spec):
-    from framework.cli import main
+    from wavelens.cli import main
 
     root = make_tree(tmp_path / "timit")
     spec = write_spec(

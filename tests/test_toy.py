@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from framework import Run, RunInterrupted, load_spec
-from plugins.toy.tones import CLASSES, TonesParams, synthesize
+from wavelens import Run, RunInterrupted, load_spec
+from wavelens.plugins.toy.tones import CLASSES, TonesParams, synthesize
 
 from conftest import REPO
 
@@ -52,7 +52,7 @@ def test_demo_spec_runs_end_to_end_on_the_cpu():
 
 
 def test_interrupted_training_resumes_bit_for_bit(monkeypatch):
-    from framework import CheckpointManager
+    from wavelens import CheckpointManager
 
     uninterrupted = Run(load_spec(DEMO, overrides=[*SMALL, "train.steps=8"]), fresh=True).execute()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from framework import StageError, TrainingLoop
+from wavelens import StageError, TrainingLoop
 
 
 class GuideLoop(TrainingLoop):
@@ -73,7 +73,7 @@ def test_a_loop_that_would_checkpoint_no_network_is_refused_before_training(tmp_
 
 
 def test_a_checkpoint_without_the_network_is_not_resumed_from_fresh_weights(tmp_path):
-    from framework import CheckpointManager
+    from wavelens import CheckpointManager
 
     CheckpointManager(tmp_path / "checkpoints").save(5, {"step": 5, "history": [], "optimizer": {}})
     with pytest.raises(StageError, match="holds no network weights"):
@@ -104,8 +104,8 @@ def test_a_diverging_run_may_be_told_to_go_on(tmp_path, caplog):
 
 
 def test_on_nonfinite_does_not_change_the_model_stage_key():
-    from framework import load_spec_text
-    from framework.run import plan_stages
+    from wavelens import load_spec_text
+    from wavelens.run import plan_stages
 
     text = ("spec_version: 1\nname: x\ndata: {plugin: tones}\nmodel: {plugin: tiny_cnn}\n"
             "train: {steps: 3, on_nonfinite: %s}\n")

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from pydantic import Field
 
-from framework import Contribution, Dataset, Params, SpecPath, StageError, hookimpl, write_json
+from wavelens import Contribution, Dataset, Params, SpecPath, StageError, hookimpl, write_json
 
 
 class WavFolderParams(Params):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from framework import Contribution, Model, Params, hookimpl
+from wavelens import Contribution, Model, Params, hookimpl
 
 
 class MyCNN(nn.Module):

@@ -45,7 +45,7 @@ from pydantic import Field
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from framework import (
+from wavelens import (
     Contribution,
     Params,
     Probe,

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from pydantic import Field
 
-from framework import (
+from wavelens import (
     CheckpointManager,
     Contribution,
     Model,
@@ -172,7 +172,7 @@ def plot_history(path: Path, history: list[dict], chance: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from framework import atomic_write
+    from wavelens import atomic_write
 
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))

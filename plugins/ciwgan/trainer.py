@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from framework import (
+from wavelens import (
     Placement,
     StageError,
     TrainingLoop,
@@ -131,7 +131,7 @@ def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Te
 class GANTrainer(TrainingLoop):
     """Trains a :class:`CiwGAN` in place; rank 0 writes checkpoints, logs, samples.
     The loop itself (resumption, logging, checkpoints, interrupts, gradient averaging)
-    is the core's :class:`~framework.TrainingLoop`."""
+    is the core's :class:`~wavelens.TrainingLoop`."""
 
     def __init__(self, network: CiwGAN, config: GANConfig, placement: Placement, workdir: Path,
                  rank: int = 0, world: int = 1, log: Any = None,

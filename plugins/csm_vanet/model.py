@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from framework import (
+from wavelens import (
     Contribution,
     Enhanced,
     Model,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from framework import atomic_write
+from wavelens import atomic_write
 
 
 def plot_training(path: Path, history: list[dict], validations: list[dict]) -> None:

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from framework import StageError, write_csv
+from wavelens import StageError, write_csv
 
-from .model import BackendFit, GammParams, Prepared, acf1
+from .model import BACKEND_GROUP, BackendFit, GammParams, Prepared, acf1
 
 R_INSTALL = "install R and mgcv: sudo apt-get install r-base-core r-cran-mgcv (or make setup)"
 
@@ -441,7 +441,7 @@ def backend_named(name: str) -> GammBackend:
     """The backend called ``name``: a built-in or one from the ``wavelens.gamm_backends``
     entry points."""
     known = dict(BACKENDS)
-    for entry in importlib.metadata.entry_points(group="wavelens.gamm_backends"):
+    for entry in importlib.metadata.entry_points(group=BACKEND_GROUP):
         known.setdefault(entry.name, None)
         if entry.name == name and BACKENDS.get(name) is None:
             known[name] = entry.load()

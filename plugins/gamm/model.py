@@ -14,6 +14,8 @@ drops ``s(time)``, which would make the model rank-deficient).
 
 from __future__ import annotations
 
+import difflib
+import importlib.metadata
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,7 +24,20 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from framework import Params, StageError
+from wavelens import Params, StageError
+
+
+# The built-in backends (backends.BACKENDS; a test checks the two agree). Others come
+# from the entry-point group BACKEND_GROUP, checked by name here so that a misspelt
+# backend fails at `wavelens validate`, without importing any backend.
+BUILTIN_BACKENDS = ("mgcv", "mssm", "pygam", "statsmodels")
+BACKEND_GROUP = "wavelens.gamm_backends"
+
+
+def known_backends() -> list[str]:
+    """The built-in backends' names, then those of the installed entry points."""
+    installed = sorted({entry.name for entry in importlib.metadata.entry_points(group=BACKEND_GROUP)})
+    return [*BUILTIN_BACKENDS, *(name for name in installed if name not in BUILTIN_BACKENDS)]
 
 
 class GammParams(Params):
@@ -62,6 +77,17 @@ class GammParams(Params):
         description="let a backend drop what it cannot fit (random smooths, AR1); the result is flagged",
     )
     threads: int = Field(1, ge=1, description="threads for the backend (mgcv's nthreads)")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        known = known_backends()
+        if value not in known:
+            close = difflib.get_close_matches(value, known, n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"no GAMM backend {value!r}{hint} (known: {', '.join(known)}; others register "
+                             f"under the entry-point group {BACKEND_GROUP})")
+        return value
 
     @field_validator("rho")
     @classmethod

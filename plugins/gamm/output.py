@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from framework import write_csv, write_json
+from wavelens import write_csv, write_json
 
 
 def _p_text(p: float | None) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import Field
 
-from framework import (
+from wavelens import (
     Contribution,
     StageContext,
     StageError,

@@ -5,7 +5,7 @@ merge across processes; ``higher_is_better``).
 Speech metrics take ``update(estimates, references)``: sequences of 1-D signals (or a
 2-D tensor), at the metric's ``sample_rate``. Each pair's value is kept, and
 ``compute`` returns the mean (a dict of means for ``composite``). The functional
-forms are in :mod:`plugins.metrics.quality`.
+forms are in :mod:`wavelens.plugins.metrics.quality`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from framework import Contribution, Metric, Params, StageError, hookimpl, resample
+from wavelens import Contribution, Metric, Params, StageError, hookimpl, resample
 
 from . import quality
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from framework import (
+from wavelens import (
     Contribution,
     Enhanced,
     Model,

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field, model_validator
 
-from framework import (
+from wavelens import (
     AUDIO_SUFFIXES,
     AudioError,
     Contribution,
@@ -40,7 +40,7 @@ from framework import (
     write_csv,
     write_text,
 )
-from plugins.timit.synthetic import SynthesisParams, build_corpus
+from wavelens.plugins.timit.synthetic import SynthesisParams, build_corpus
 
 from .voicebank import PairedSpeech, PairParams
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from framework import (
+from wavelens import (
     AUDIO_SUFFIXES,
     AudioError,
     Contribution,

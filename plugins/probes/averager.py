@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
-from framework import (
+from wavelens import (
     Contribution,
     Params,
     Probe,

@@ -11,8 +11,8 @@ time)``::
 
 Layers are chosen by exact name, by a glob over ``named_modules()`` (``conv*``,
 ``encoder.*.act``), or by type (``type:Conv1d``); the choice is resolved once into
-explicit names (``framework.resolve_layers``; the hooks are the core's
-``framework.LayerHooks``). Where a model applies its activation functionally (``F.relu`` in
+explicit names (``wavelens.resolve_layers``; the hooks are the core's
+``wavelens.LayerHooks``). Where a model applies its activation functionally (``F.relu`` in
 ``forward``), hook the preceding module and declare the activation
 (``post_activation: {"conv*": "leaky_relu(0.2)"}``). Hooks are removed on exit,
 also after an exception.
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from framework import LayerHooks, WavelensError, resolve_layers
+from wavelens import LayerHooks, WavelensError, resolve_layers
 
 __all__ = ["REDUCERS", "parse_activation", "reduce_feature_map", "FeatureMapRecorder"]
 

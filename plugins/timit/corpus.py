@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from framework import WavelensError
+from wavelens import WavelensError
 
 __all__ = ["Interval", "Utterance", "find_utterances", "read_alignment"]
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from framework import (
+from wavelens import (
     Contribution,
     Params,
     SpecPath,

@@ -239,7 +239,7 @@ def _finish(job: UtteranceJob, result: Synthesised) -> None:
 
 
 def _atomic(path: Path, write) -> None:
-    # framework.atomic_write does this, but importing framework imports torch, which
+    # wavelens.atomic_write does this, but importing framework imports torch, which
     # would cost every worker process seconds of start-up for no use.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

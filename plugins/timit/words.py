@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from framework import (
+from wavelens import (
     AudioError,
     Contribution,
     Dataset,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from framework import (
+from wavelens import (
     Contribution,
     Model,
     Params,

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from framework import Contribution, Dataset, Params, StageContext, atomic_write, hookimpl
+from wavelens import Contribution, Dataset, Params, StageContext, atomic_write, hookimpl
 
 CLASSES = ("rising", "falling", "steady", "warble")
 

@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from framework import resolve_placement  # noqa: E402
-from plugins.ciwgan.networks import CiwGAN  # noqa: E402
-from plugins.ciwgan.trainer import GANConfig, GANTrainer  # noqa: E402
+from wavelens import resolve_placement  # noqa: E402
+from wavelens.plugins.ciwgan.networks import CiwGAN  # noqa: E402
+from wavelens.plugins.ciwgan.trainer import GANConfig, GANTrainer  # noqa: E402
 
 VARIANTS = {
     # name: (precision, tf32, cudnn_benchmark, networks to compile, cuda_convs)

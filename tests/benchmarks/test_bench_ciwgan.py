@@ -12,9 +12,9 @@ import resource
 import pytest
 import torch
 
-from framework import resolve_placement
-from plugins.ciwgan.networks import CiwGAN
-from plugins.ciwgan.trainer import GANConfig, GANTrainer
+from wavelens import resolve_placement
+from wavelens.plugins.ciwgan.networks import CiwGAN
+from wavelens.plugins.ciwgan.trainer import GANConfig, GANTrainer
 
 
 def _trainer(tmp_path, dim: int, device: str, precision: str = "fp32") -> GANTrainer:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from framework import resolve_placement
-from plugins.csm_vanet.model import CSMVANetModel, CSMVANetParams, loss_terms
-from plugins.csm_vanet.networks import count_parameters, macs_per_second
+from wavelens import resolve_placement
+from wavelens.plugins.csm_vanet.model import CSMVANetModel, CSMVANetParams, loss_terms
+from wavelens.plugins.csm_vanet.networks import count_parameters, macs_per_second
 
 SECONDS = 10.0
 RATE = 16000

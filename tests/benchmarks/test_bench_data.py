@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from framework import read_audio
-from plugins.noisy_speech.vad import frame_energy_db, vad_labels
-from plugins.noisy_speech.voicebank import PairParams, PairSplit
+from wavelens import read_audio
+from wavelens.plugins.noisy_speech.vad import frame_energy_db, vad_labels
+from wavelens.plugins.noisy_speech.voicebank import PairParams, PairSplit
 
 from conftest import SHARED_DATA
 

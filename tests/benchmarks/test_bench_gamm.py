@@ -22,8 +22,8 @@ SCRIPT = """
 import json, logging, resource, sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
 from gamm_data import simulate
-from plugins.gamm.backends import backend_named
-from plugins.gamm.model import GammParams, prepare
+from wavelens.plugins.gamm.backends import backend_named
+from wavelens.plugins.gamm.model import GammParams, prepare
 backend = backend_named({backend!r})
 reason = backend.available()
 if reason:

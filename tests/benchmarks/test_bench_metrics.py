@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from framework.evaluation import evaluate_folders
-from plugins.metrics import quality
-from plugins.metrics.speech import Composite, CompositeParams, SiSdr, SpeechParams, Stoi, StoiParams
+from wavelens.evaluation import evaluate_folders
+from wavelens.plugins.metrics import quality
+from wavelens.plugins.metrics.speech import Composite, CompositeParams, SiSdr, SpeechParams, Stoi, StoiParams
 
 from conftest import SHARED_DATA
 

@@ -17,8 +17,8 @@ import sys
 import pytest
 import torch
 
-from plugins.ciwgan.networks import WaveGANDiscriminator
-from plugins.probes.feature_maps import FeatureMapRecorder
+from wavelens.plugins.ciwgan.networks import WaveGANDiscriminator
+from wavelens.plugins.probes.feature_maps import FeatureMapRecorder
 
 from conftest import REPO
 

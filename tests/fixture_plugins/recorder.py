@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from framework import (
+from wavelens import (
     CheckpointManager,
     Contribution,
     Dataset,

@@ -3,7 +3,7 @@
 import torch
 from pydantic import Field
 
-from framework import Contribution, Metric, Params, StageError, hookimpl
+from wavelens import Contribution, Metric, Params, StageError, hookimpl
 
 
 class MacroF1Params(Params):

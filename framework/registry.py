@@ -40,6 +40,7 @@ import yaml
 from pydantic import BaseModel
 
 from . import hookspecs
+from .commands import COMMAND_NAME, CORE_COMMANDS, Command
 from .contributions import KINDS, NAME_PATTERN, Contribution, Kind
 from .errors import PluginError
 
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "wavelens.plugins"
+BUILTIN_PACKAGE = "wavelens.plugins"  # the plugins/ folder of the source tree
 DISABLE_ENV = "WAVELENS_DISABLE_PLUGINS"
 REGISTRY_ENV = "WAVELENS_REGISTRY"
 
@@ -69,6 +71,23 @@ class PluginSource:
     def __str__(self) -> str:
         label = {"builtin": "built-in module", "entry_point": "entry point", "file": "file"}
         return f"{label[self.type]} {self.location}"
+
+
+# registry.yaml lists contributions of the five kinds and the commands of built-ins.
+REGISTRY_KINDS = (*KINDS, "command")
+
+
+@dataclass(frozen=True)
+class LoadedCommand:
+    """A command a plugin adds to ``wavelens``, with the plugin it came from."""
+
+    command: Command
+    plugin: str
+    source: PluginSource
+
+    @property
+    def name(self) -> str:
+        return self.command.name
 
 
 @dataclass(frozen=True)
@@ -103,18 +122,19 @@ class LoadedContribution:
 
 
 def find_registry_file() -> Path:
-    """Locate ``registry.yaml``: ``$WAVELENS_REGISTRY``, else beside the ``plugins``
-    package (an installed wheel), else the repository top (a source checkout).
+    """Locate ``registry.yaml``: ``$WAVELENS_REGISTRY``, else beside the
+    ``wavelens.plugins`` package (an installed wheel), else the repository top (a
+    source checkout, whose ``plugins/`` folder that package is).
 
-    The ``plugins`` package is located without importing it.
+    The ``wavelens.plugins`` package is located without importing it.
     """
     override = os.environ.get(REGISTRY_ENV)
     if override:
         return Path(override)
-    spec = importlib.util.find_spec("plugins")
+    spec = importlib.util.find_spec(BUILTIN_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise PluginError(
-            "cannot find the built-in 'plugins' package; is wavelens installed "
+            f"cannot find the built-in '{BUILTIN_PACKAGE}' package; is wavelens installed "
             f"(pip install -e .)? Set {REGISTRY_ENV} to a registry.yaml to override."
         )
     package_dir = Path(next(iter(spec.submodule_search_locations)))
@@ -187,6 +207,7 @@ class PluginRegistry:
         self._versions: dict[str, str] = {}
         self._expected_builtins: dict[str, tuple[str, str]] = {}  # name -> (kind, module)
         self._contributions: dict[str, LoadedContribution] | None = None
+        self._commands: dict[str, LoadedCommand] = {}
         self._disabled_seen: set[str] = set()
 
     # -- loading ---------------------------------------------------------------
@@ -337,9 +358,50 @@ class PluginRegistry:
                             f"Disable one with {DISABLE_ENV}=<plugin name>."
                         )
                     found[loaded.name] = loaded
+        self._commands = self._collect_commands()
         self._check_registry_complete(found)
         self._contributions = found
         return found
+
+    def _collect_commands(self) -> dict[str, LoadedCommand]:
+        found: dict[str, LoadedCommand] = {}
+        caller = self._pm.hook.wavelens_commands
+        for impl in caller.get_hookimpls():  # in the order the plugins were registered
+            source = self._sources[impl.plugin_name]
+            where = f"plugin {impl.plugin_name!r} from {source}"
+            try:
+                result = impl.function()
+            except Exception as exc:
+                raise PluginError(
+                    f"{where} raised in wavelens_commands(): {type(exc).__name__}: {exc}") from exc
+            for item in [result] if isinstance(result, Command) else list(result or []):
+                if not isinstance(item, Command):
+                    raise PluginError(f"{where} returned {type(item).__name__} from wavelens_commands; "
+                                      "expected wavelens.Command")
+                if not isinstance(item.name, str) or not COMMAND_NAME.match(item.name):
+                    raise PluginError(f"{where}: command name {item.name!r} must be lowercase letters, "
+                                      "digits and hyphens, starting with a letter")
+                if item.name in CORE_COMMANDS:
+                    raise PluginError(f"{where} adds the command {item.name!r}, which is one of the "
+                                      f"core's ({', '.join(CORE_COMMANDS)})")
+                if not (callable(item.add_arguments) and callable(item.run)):
+                    raise PluginError(f"{where}: command {item.name!r} needs callable add_arguments and run")
+                if source.type == "builtin" and self._expected_builtins.get(item.name) != ("command",
+                                                                                          source.location):
+                    raise PluginError(f"{where} adds the command {item.name!r}, which registry.yaml does "
+                                      f"not list as a command of {source.location}; add or correct its entry")
+                if self._is_disabled(item.name):
+                    continue
+                if item.name in found:
+                    raise PluginError(f"two plugins add the command {item.name!r}: {found[item.name].source} "
+                                      f"and {source}. Disable one with {DISABLE_ENV}=<plugin name>.")
+                found[item.name] = LoadedCommand(item, impl.plugin_name, source)
+        return found
+
+    def commands(self) -> list[LoadedCommand]:
+        """The commands the loaded plugins add, in load order."""
+        self.collect()
+        return list(self._commands.values())
 
     def _check(
         self, item: Any, kind: Kind, plugin: str, source: PluginSource
@@ -348,7 +410,7 @@ class PluginRegistry:
         if not isinstance(item, Contribution):
             raise PluginError(
                 f"{where} returned {type(item).__name__} from its {kind} hook; "
-                "expected framework.Contribution"
+                "expected wavelens.Contribution"
             )
         if not isinstance(item.name, str) or not NAME_PATTERN.match(item.name):
             raise PluginError(
@@ -360,12 +422,12 @@ class PluginRegistry:
         if item.params.model_config.get("extra") != "forbid":
             raise PluginError(
                 f"{where}: {item.name}.params must forbid unknown fields "
-                "(subclass framework.Params, or set model_config extra='forbid')"
+                "(subclass wavelens.Params, or set model_config extra='forbid')"
             )
         if item.params.model_config.get("allow_inf_nan", True) is not False:
             raise PluginError(
                 f"{where}: {item.name}.params must refuse NaN and infinite numbers "
-                "(subclass framework.Params, or set model_config allow_inf_nan=False; a field "
+                "(subclass wavelens.Params, or set model_config allow_inf_nan=False; a field "
                 "where infinity means something can say so with Annotated[float, AllowInfNan(True)])"
             )
         if not callable(item.build):
@@ -386,7 +448,8 @@ class PluginRegistry:
     def _check_registry_complete(self, found: dict[str, LoadedContribution]) -> None:
         loaded_modules = {s.location for s in self._sources.values() if s.type == "builtin"}
         for name, (kind, module) in self._expected_builtins.items():
-            if module in loaded_modules and name not in found and name not in self.disabled:
+            present = name in (self._commands if kind == "command" else found)
+            if module in loaded_modules and not present and name not in self.disabled:
                 raise PluginError(
                     f"registry.yaml lists the {kind} {name!r} in {module}, but that module "
                     f"contributes no {kind} of that name"
@@ -445,8 +508,8 @@ def _read_registry(path: Path) -> list[dict[str, str]]:
         where = f"{path}: plugins.{index}"
         if not isinstance(entry, dict) or set(entry) != {"name", "kind", "module"}:
             raise PluginError(f"{where}: each entry needs exactly name, kind and module")
-        if entry["kind"] not in KINDS:
-            raise PluginError(f"{where}: kind {entry['kind']!r} is not one of {', '.join(KINDS)}")
+        if entry["kind"] not in REGISTRY_KINDS:
+            raise PluginError(f"{where}: kind {entry['kind']!r} is not one of {', '.join(REGISTRY_KINDS)}")
         if entry["name"] in seen:
             raise PluginError(f"{where}: duplicate name {entry['name']!r}")
         seen.add(entry["name"])
