@@ -29,6 +29,7 @@ from .components import (
     DataSplits,
     Enhanced,
     Metric,
+    MetricColumn,
     Model,
     Probe,
     StageContext,
@@ -48,7 +49,7 @@ from .errors import (
     StageError,
     WavelensError,
 )
-from .evaluation import evaluate_folders, metric_columns, summarize, summary_markdown
+from .evaluation import evaluate_folders, metric_columns, presentation, summarize, summary_markdown
 from .hookspecs import hookimpl
 from .io import (
     CheckpointManager,
@@ -85,6 +86,7 @@ __all__ = [
     "LayerHooks",
     "LoadedModel",
     "Metric",
+    "MetricColumn",
     "Model",
     "Params",
     "Placement",
@@ -122,6 +124,7 @@ __all__ = [
     "metric_columns",
     "peak_normalize",
     "probability",
+    "presentation",
     "progress",
     "read_audio",
     "read_csv",

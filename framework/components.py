@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -40,6 +40,7 @@ __all__ = [
     "Probe",
     "Statistic",
     "Metric",
+    "MetricColumn",
 ]
 
 DataSplits = Mapping[str, torch.utils.data.Dataset]
@@ -286,6 +287,31 @@ class Statistic(ABC):
 _REDUCTIONS = ("sum", "cat", "min", "max")
 
 
+@dataclass(frozen=True)
+class MetricColumn:
+    """How one value a metric computes is presented in summaries, per-item tables
+    and the comparison of variants.
+
+    Attributes:
+        key: the column: the metric's name for a single number, a key of the dict
+            ``compute`` returns, or that key prefixed with the metric's name (a key
+            the metric does not declare is always prefixed: ``vad_accuracy``).
+        label: the column's header (``PESQ``).
+        digits: decimals shown (None: four significant digits).
+        rank: columns of all metrics are ordered by rank, then as declared.
+        compare: shown in the comparison of variants (else only in per-item tables
+            and summaries).
+        higher_is_better: None: the metric's own ``higher_is_better``.
+    """
+
+    key: str
+    label: str
+    digits: int | None = 2
+    rank: float = 1000.0
+    compare: bool = True
+    higher_is_better: bool | None = None
+
+
 class Metric(ABC):
     """A metric with explicit state, modelled on torchmetrics.
 
@@ -297,6 +323,12 @@ class Metric(ABC):
     """
 
     higher_is_better: bool | None = None
+
+    def columns(self) -> Sequence[MetricColumn]:
+        """How the values are presented (:class:`MetricColumn`); values a metric
+        does not declare are shown under their key, with four significant digits,
+        after the declared ones."""
+        return ()
 
     def __init__(self) -> None:
         self._defaults: dict[str, Any] = {}

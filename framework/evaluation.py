@@ -21,24 +21,10 @@ import numpy as np
 import torch
 
 from .audio import AUDIO_SUFFIXES, AudioError, audio_channels, read_audio, resample
-from .components import Metric
+from .components import Metric, MetricColumn
 from .errors import WavelensError
 
 MIN_SECONDS = 0.25  # PESQ needs at least a quarter second; shorter pairs are refused
-
-# The column order of the papers' tables; other metrics follow.
-TABLE_ORDER = ["pesq", "csig", "cbak", "covl", "segsnr", "stoi", "estoi", "si_sdr"]
-TABLE_NAMES = {
-    "pesq": "PESQ",
-    "csig": "CSIG",
-    "cbak": "CBAK",
-    "covl": "COVL",
-    "segsnr": "SSNR",
-    "stoi": "STOI",
-    "estoi": "ESTOI",
-    "si_sdr": "SI-SDR",
-}
-
 
 def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
     """(name, reference, estimate) for every audio file of ``reference`` with a file
@@ -169,16 +155,43 @@ def _by_columns(by: str | Sequence[str] | None) -> list[str]:
     return [by] if isinstance(by, str) else list(by)
 
 
-def metric_columns(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None) -> list[str]:
-    """The metric columns of the rows, in the papers' order (LLR and WSS last)."""
+def presentation(metrics: Mapping[str, Metric]) -> list[dict[str, Any]]:
+    """The columns ``metrics`` (name → metric) declare (:class:`MetricColumn`), as
+    plain data for ``metrics.json``: ordered by rank, then as declared, one per key;
+    ``higher_is_better`` filled in from the metric where the column leaves it open."""
+    columns: list[dict[str, Any]] = []
+    for metric in metrics.values():
+        for column in metric.columns():
+            if not isinstance(column, MetricColumn):
+                raise WavelensError(f"{type(metric).__name__}.columns() gave {type(column).__name__}; "
+                                    "expected wavelens.MetricColumn")
+            if any(c["key"] == column.key for c in columns):
+                continue
+            higher = metric.higher_is_better if column.higher_is_better is None else column.higher_is_better
+            columns.append({"key": column.key, "label": column.label, "digits": column.digits,
+                            "rank": column.rank, "compare": column.compare, "higher_is_better": higher})
+    order = sorted(range(len(columns)), key=lambda i: (columns[i]["rank"], i))
+    return [columns[i] for i in order]
+
+
+def column_for(metric: str, key: str, declared: Iterable[str]) -> str:
+    """The column of the value ``key`` of the metric named ``metric``: the key itself
+    when it is the metric's name, a declared column or already prefixed; otherwise
+    prefixed with the metric's name (``vad_accuracy``), so that two metrics' keys
+    never collide."""
+    if key == metric or key in set(declared) or key.startswith(f"{metric}_"):
+        return key
+    return f"{metric}_{key}"
+
+
+def metric_columns(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None,
+                   columns: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """The metric columns of the rows: the declared ``columns`` (a :func:`presentation`)
+    in their order, then any other value, in the order met."""
     fixed = {"file", "item", "status", "reason", "seconds", "notes", *_by_columns(by)}
     found = list(dict.fromkeys(k for row in rows for k in row if k not in fixed))
-    known = [k for k in TABLE_ORDER if k in found]
-    return (
-        known
-        + [k for k in found if k not in known and k not in ("llr", "wss")]
-        + [k for k in ("llr", "wss") if k in found]
-    )
+    declared = [c["key"] for c in columns if c["key"] in found]
+    return declared + [k for k in found if k not in declared]
 
 
 def group_order(value: Any) -> tuple:
@@ -195,11 +208,13 @@ def group_order(value: Any) -> tuple:
     return (0, number, "")
 
 
-def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Mean of every metric over the scored files: one row (Table I's layout), or
-    one per value of the column(s) ``by`` (Table II's: noise type, SNR), groups sorted
-    with numbers (also numeric text such as "-5") numerically, before other text."""
-    columns = metric_columns(rows, by)
+def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None,
+              columns: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Mean of every metric over the scored files: one row, or one per value of the
+    column(s) ``by`` (e.g. noise type and SNR), groups sorted with numbers (also
+    numeric text such as "-5") numerically, before other text. Columns in the order
+    of ``columns`` (a :func:`presentation`), then any other."""
+    columns = metric_columns(rows, by, columns)
     keys = _by_columns(by)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -220,23 +235,31 @@ def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None)
     return summary
 
 
-def summary_markdown(summary: list[dict[str, Any]], by: str | Sequence[str] | None = None) -> str:
+def summary_markdown(summary: list[dict[str, Any]], by: str | Sequence[str] | None = None,
+                     columns: Sequence[Mapping[str, Any]] = ()) -> str:
     """The summary as a Markdown table: one column per grouping column (or ``set``),
-    one per metric under the papers' names, and how many files were scored."""
+    one per metric value under its declared label and number format (``columns``, a
+    :func:`presentation`), and how many files were scored."""
     if not summary:
         return ""
     keys = _by_columns(by) or ["set"]
-    columns = [c for c in summary[0] if c not in (*keys, "files", "scored")]
-    header = keys + [TABLE_NAMES.get(c, c) for c in columns] + ["files scored"]
+    shown = [c for c in summary[0] if c not in (*keys, "files", "scored")]
+    style = {c["key"]: c for c in columns}
+    header = keys + [style[c]["label"] if c in style else c for c in shown] + ["files scored"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     for entry in summary:
-        values = [
-            "–" if math.isnan(entry[c]) else f"{entry[c]:.3f}" if c in ("llr", "wss") else f"{entry[c]:.2f}"
-            for c in columns
-        ]
+        values = [format_value(entry[c], style.get(c, {}).get("digits")) for c in shown]
         cells = [_cell(entry[k]) for k in keys] + values + [f"{entry['scored']} of {entry['files']}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_value(value: Any, digits: int | None) -> str:
+    """A metric value as shown: ``digits`` decimals (None: four significant
+    digits); "–" for a value that is missing or not a number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        return "–"
+    return f"{value:.4g}" if digits is None else f"{value:.{digits}f}"
 
 
 def _cell(value: Any) -> str:
@@ -283,8 +306,9 @@ def score_item(metrics: Mapping[str, Metric], preds: Any, target: Any) -> tuple[
         try:
             metric.reset()
             metric.update(batch_of_one(preds), batch_of_one(target))
+            declared = [c.key for c in metric.columns()]
             for key, value in _values(name, metric.compute()).items():
-                column = _column(name, key)
+                column = column_for(name, key, declared)
                 if column in row and row[column] == value:
                     continue  # the same quantity from two metrics (composite's PESQ)
                 row[column if column not in row else f"{name}_{key}"] = value
@@ -293,14 +317,6 @@ def score_item(metrics: Mapping[str, Metric], preds: Any, target: Any) -> tuple[
             reason = f"{name}: {type(error).__name__}: {error}".strip()
             return {"status": "error", "reason": reason}, {}
     return row, states
-
-
-def _column(metric: str, key: str) -> str:
-    """A per-item column: the papers' names (pesq, csig, ..., llr, wss) as they are,
-    other keys of a metric's result prefixed with its name (vad_accuracy)."""
-    if key == metric or key in TABLE_NAMES or key in ("llr", "wss") or key.startswith(f"{metric}_"):
-        return key
-    return f"{metric}_{key}"
 
 
 def _score_job(job: tuple[Any, Any]) -> tuple[dict[str, Any], dict]:

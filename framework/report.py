@@ -16,7 +16,7 @@ from pathlib import Path
 import markdown
 
 from .errors import WavelensError
-from .evaluation import TABLE_NAMES, TABLE_ORDER, group_order
+from .evaluation import column_for, format_value, group_order
 from .io import read_json, write_csv, write_json, write_text
 
 __all__ = ["write_report", "write_comparison", "rewrite_comparison", "render_markdown", "summary_tables",
@@ -170,7 +170,8 @@ def _page(title: str, text: str, base: Path) -> str:
 
 
 def _variant_row(name: str, run_dir: Path) -> dict:
-    """One variant's row: parameters (model stage) and metric means (metrics stage)."""
+    """One variant's row: parameters (model stage), metric means (metrics stage) and,
+    under ``_columns``, how its metrics present them."""
     row: dict = {"variant": name, "run": run_dir.name}
     model = run_dir / "stages" / "model" / "stage.json"
     if model.is_file():
@@ -178,23 +179,52 @@ def _variant_row(name: str, run_dir: Path) -> dict:
     metrics = run_dir / "stages" / "metrics" / "metrics.json"
     if metrics.is_file():
         record = read_json(metrics)
+        row["_columns"] = record.get("columns", [])
         if record.get("grouped") and record.get("by"):
             row["_grouped"], row["_by"] = record["grouped"], record["by"]
         if record.get("overall"):
             overall = record["overall"][0]
             row.update({k: v for k, v in overall.items() if k != "set"})
         else:
+            declared = [c["key"] for c in row["_columns"]]
             for result in record.get("results", []):
                 value = result["value"]
                 if isinstance(value, dict):
-                    row.update(value)
+                    row.update({column_for(result["metric"], k, declared): v for k, v in value.items()})
                 else:
                     row[result["metric"]] = value
     return row
 
 
-def _number(value: object) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) and value == value else "–"
+BOOKKEEPING = {"variant", "run", "parameters", "files", "scored"}
+
+
+def _layout(rows: list[dict], present: set[str]) -> list[dict]:
+    """The compared columns: those the variants' metrics declare for comparison, in
+    their order, then every other value present (under its key), so that no metric
+    a variant computed is left out of the table."""
+    declared: dict[str, dict] = {}
+    for row in rows:
+        for column in row.get("_columns", []):
+            declared.setdefault(column["key"], column)
+    ordered = sorted(declared.values(), key=lambda c: c.get("rank", 1000.0))
+    shown = [c for c in ordered if c.get("compare", True) and c["key"] in present]
+    hidden = {c["key"] for c in ordered if not c.get("compare", True)}
+    others = [{"key": k, "label": k, "digits": None} for k in dict.fromkeys(
+        k for row in rows for k in row if k in present and k not in declared and k not in hidden)]
+    return shown + others
+
+
+def parameter_count(value: object) -> str:
+    """A parameter count at any scale: exact below 10,000 (1,234), then thousands
+    (12.3k) and, from 100,000, millions (0.34M, as the papers' tables)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+        return "–"
+    if value < 10_000:
+        return f"{int(value):,}"
+    if value < 100_000:
+        return f"{value / 1e3:.1f}k"
+    return f"{value / 1e6:.2f}M"
 
 
 def _group_label(value: object) -> str:
@@ -204,10 +234,10 @@ def _group_label(value: object) -> str:
 
 
 def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], list[dict]]:
-    """The variants' grouped metric means in the layout of the CSM-VANet paper's
-    Table II: a row per value of the first grouping column (SNR) and variant, and,
-    with a second grouping column (noise type), a block of metric columns per value
-    of it plus an "Average" block (the mean over every scored item of that row).
+    """The variants' grouped metric means: a row per value of the first grouping
+    column (e.g. SNR) and variant, and, with a second grouping column (e.g. noise
+    type), a block of metric columns per value of it plus an "Average" block (the
+    mean over every scored item of that row).
 
     Returns ``(header, rows, records)``; ``records`` are the table's cells as numbers
     (one dict per table row) for ``table_grouped.csv``."""
@@ -216,8 +246,12 @@ def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], li
         return [], [], []
     by = with_groups[0]["_by"]
     row_key, column_key = by[0], (by[1] if len(by) > 1 else None)
-    present = {k for row in with_groups for g in row["_grouped"] for k in g}
-    metrics = [k for k in TABLE_ORDER if k in present]
+    present = {k for row in with_groups for g in row["_grouped"] for k in g} - {row_key, column_key, "files",
+                                                                              "scored"}
+    columns = _layout(with_groups, present)
+    metrics = [c["key"] for c in columns]
+    labels = {c["key"]: c["label"] for c in columns}
+    digits = {c["key"]: c.get("digits") for c in columns}
 
     row_values = sorted({g.get(row_key) for r in with_groups for g in r["_grouped"]}, key=group_order)
     column_values = (sorted({g.get(column_key) for r in with_groups for g in r["_grouped"]},
@@ -225,7 +259,7 @@ def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], li
     blocks = [*(_group_label(v) for v in column_values), "Average"] if column_key else [""]
     header = [row_key, "method"]
     for block in blocks:
-        header += [f"{block} {TABLE_NAMES[m]}".strip() for m in metrics]
+        header += [f"{block} {labels[m]}".strip() for m in metrics]
     table, records = [], []
     for value in row_values:
         for row in with_groups:
@@ -244,36 +278,36 @@ def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], li
                     total = sum(w for _, w in weighted)
                     mean = sum(v * w for v, w in weighted) / total if total else float("nan")
                     record[f"{block} {metric}".strip()] = mean
-                    cells.append(_number(mean))
+                    cells.append(format_value(mean, digits[metric]))
             table.append(cells)
             records.append(record)
     return header, table, records
 
 
-def _plot_grouped(folder: Path, key: str, records: list[dict]) -> str | None:
-    """comparison.png: each variant's mean metric against the first grouping column
-    (PESQ and STOI against SNR for Table II), when that column is numeric."""
+def _plot_grouped(folder: Path, key: str, records: list[dict], columns: list[dict]) -> str | None:
+    """comparison.png: each variant's mean of every compared metric against the first
+    grouping column (e.g. PESQ and STOI against SNR), when that column is numeric."""
     try:
         [float(r[key]) for r in records]
     except (TypeError, ValueError):
         return None
-    metrics = [k for k in TABLE_ORDER
-               if any(f"Average {k}" in r or k in r for r in records)]
-    if not metrics:
+    shown = [c for c in columns if any(f"Average {c['key']}" in r or c["key"] in r for r in records)]
+    if not shown:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3), squeeze=False)
-    for axis, metric in zip(axes[0], metrics, strict=True):
-        column = f"Average {metric}" if f"Average {metric}" in records[0] else metric
+    figure, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3), squeeze=False)
+    for axis, column in zip(axes[0], shown, strict=True):
+        metric = column["key"]
+        name = f"Average {metric}" if f"Average {metric}" in records[0] else metric
         for method in dict.fromkeys(r["method"] for r in records):
-            points = sorted((float(r[key]), r[column]) for r in records if r["method"] == method)
+            points = sorted((float(r[key]), r[name]) for r in records if r["method"] == method)
             axis.plot([x for x, _ in points], [y for _, y in points], marker="o", label=method)
         axis.set_xlabel(key)
-        axis.set_title(TABLE_NAMES[metric], fontsize=9)
+        axis.set_title(column["label"], fontsize=9)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(folder / "comparison.png", dpi=110)
@@ -287,41 +321,41 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Path]:
-    """The variants of one spec side by side (the layout of the CSM-VANet paper's
-    Table I: a row per variant, #Param. and the metric means; and, when the metrics
-    stage grouped its items with ``evaluation.by``, Table II's layout too):
-    ``table.csv``, ``table.json``, ``table_grouped.csv``, ``report.md`` and
-    ``report.html`` in ``folder``, linking each run's own report."""
+    """The variants of one spec side by side: a row per variant with its parameter
+    count and the means of every metric it computed, under the labels and number
+    formats its metrics declare; and, when the metrics stage grouped its items with
+    ``evaluation.by``, the means by group too. Writes ``table.csv``, ``table.json``,
+    ``table_grouped.csv``, ``report.md`` and ``report.html`` in ``folder``, linking
+    each run's own report."""
     rows = [_variant_row(name, Path(run)) for name, run in runs.items()]
     group_header, group_rows, group_records = grouped_comparison(rows)
     by = next((row["_by"] for row in rows if row.get("_grouped")), [])
+    present = {k for row in rows for k in row if not k.startswith("_")} - BOOKKEEPING
+    columns = _layout(rows, present)
+    group_columns = _layout(rows, {k for row in rows for g in row.get("_grouped", []) for k in g})
     rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
-    present = {k for row in rows for k in row}
-    metrics = [k for k in TABLE_ORDER if k in present]
-    header = ["variant", "#Param.", *(TABLE_NAMES[k] for k in metrics), "files scored"]
+    header = ["variant", "#Param.", *(c["label"] for c in columns), "files scored"]
     cells = []
     for row in rows:
-        params = row.get("parameters")
-        shown = "–" if not isinstance(params, (int, float)) else (
-            "0" if params == 0 else f"{params / 1e6:.2f}M")
         scored = f"{row['scored']} of {row['files']}" if "scored" in row else "–"
-        cells.append([row["variant"], shown, *(_number(row.get(key)) for key in metrics), scored])
+        cells.append([row["variant"], parameter_count(row.get("parameters")),
+                      *(format_value(row.get(c["key"]), c.get("digits")) for c in columns), scored])
     lines = _markdown_table(header, cells)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / "table.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
     write_json(folder / "table.json", {"title": title, "runs": [[n, Path(r).name] for n, r in runs.items()],
-                                       "rows": rows, "grouped": group_records})
+                                       "rows": rows, "grouped": group_records, "columns": columns})
     links = "\n".join(
         f"- `{name}`: [{Path(run).name}]({Path('..') / Path(run).name / 'report.md'})"
         for name, run in runs.items()
     )
-    text = (f"# {title}: variants compared\n\n**Table I layout.**\n\n" + "\n".join(lines)
+    text = (f"# {title}: variants compared\n\n**Means per variant.**\n\n" + "\n".join(lines)
             + "\n\nMeans over the scored test items of each variant's metrics stage; #Param. from its "
             "model stage.\n")
     if group_rows:
         write_csv(folder / "table_grouped.csv", group_records, list(group_records[0]))
-        figure = _plot_grouped(folder, group_header[0], group_records)
-        text += (f"\n**Table II layout.** Means by `{by[0]}` (rows)"
+        figure = _plot_grouped(folder, group_header[0], group_records, group_columns)
+        text += (f"\n**Means by `{by[0]}`** (rows)"
                  + (f" and `{by[1]}` (column blocks; Average: every item of the row)" if len(by) > 1
                     else "")
                  + ":\n\n" + "\n".join(_markdown_table(group_header, group_rows)) + "\n")

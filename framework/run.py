@@ -48,7 +48,14 @@ from .components import DataSplits, Metric, Model, StageContext, StageOutput, co
 from .console import get_logger, progress
 from .device import Placement, resolve_placement
 from .errors import RunInterrupted, StageError, WavelensError
-from .evaluation import item_scorer, metric_columns, split_items, summarize, summary_markdown
+from .evaluation import (
+    item_scorer,
+    metric_columns,
+    presentation,
+    split_items,
+    summarize,
+    summary_markdown,
+)
 from .io import read_json, write_csv, write_json, write_text
 from .report import write_report
 from .spec import ResolvedComponent, ResolvedSpec
@@ -786,23 +793,25 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
             ctx.log.warning("%s: %s", component.plugin.name, error)
         results.append({"path": component.path, "metric": component.plugin.name, "value": value,
                         "higher_is_better": metric.higher_is_better})
-    record: dict[str, Any] = {"split": evaluation.split, "results": results}
+    # How the metrics present their values (stored, so reports never need the plugins).
+    layout = presentation({c.plugin.name: metrics[c.path] for c in plan.components})
+    record: dict[str, Any] = {"split": evaluation.split, "results": results, "columns": layout}
     report = [f"Scored on the `{evaluation.split}` split."]
     if evaluation.itemwise:
         names = [c.plugin.name for c in plan.components]
         by = evaluation.by
         group = [k for k in by if k not in ("item", "status", "reason")]
-        columns = ["item", *group, "status", "reason", *metric_columns(rows, by)]
+        columns = ["item", *group, "status", "reason", *metric_columns(rows, by, layout)]
         write_csv(ctx.workdir / "scores.csv", rows, columns)
-        overall = summarize([{k: v for k, v in r.items() if k not in by} for r in rows])
-        grouped = summarize(rows, by) if by else []
+        overall = summarize([{k: v for k, v in r.items() if k not in by} for r in rows], columns=layout)
+        grouped = summarize(rows, by, layout) if by else []
         record.update(overall=overall, grouped=grouped, by=by)
         scored = sum(r["status"] == "ok" for r in rows)
         report[0] = (f"Scored {scored} of {len(rows)} items of the `{evaluation.split}` split "
                      f"({', '.join(names)}); per-item values in `scores.csv`.")
-        report += ["", summary_markdown(overall)]
+        report += ["", summary_markdown(overall, columns=layout)]
         if grouped:
-            report += ["", f"By {', '.join(by)}:", "", summary_markdown(grouped, by)]
+            report += ["", f"By {', '.join(by)}:", "", summary_markdown(grouped, by, layout)]
         errors = [r for r in rows if r["status"] != "ok"]
         if errors:
             report += ["", f"{len(errors)} item(s) not scored, for example `{errors[0]['item']}`: "

@@ -131,7 +131,7 @@ class EvaluationSpec(_Strict):
     )
     by: list[str] = Field(
         default_factory=list,
-        description="item fields to group the summary by (e.g. [noise, snr_db]: Table II's layout); "
+        description="item fields to group the summary by (e.g. [noise, snr_db]); "
         "implies per_item",
     )
     workers: PositiveInt = Field(1, description="processes scoring items (per_item only)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from wavelens import Contribution, Metric, Params, StageError, hookimpl
+from wavelens import Contribution, Metric, MetricColumn, Params, StageError, hookimpl
 
 
 class AccuracyParams(Params):
@@ -15,6 +15,9 @@ class Accuracy(Metric):
     """Accepts class indices, or scores/logits with one more dimension than target."""
 
     higher_is_better = True
+
+    def columns(self):
+        return [MetricColumn("accuracy", "Accuracy", digits=3, rank=10)]
 
     def __init__(self, params: AccuracyParams | None = None):
         super().__init__()

@@ -117,10 +117,12 @@ def test_the_voicebank_convention_matches_the_published_reference_values():
 
 # -- metric plugins and the evaluation of folders ----------------------------------------
 
-from wavelens.evaluation import evaluate_folders, summarize, summary_markdown  # noqa: E402
+from wavelens.evaluation import evaluate_folders, presentation, summarize, summary_markdown  # noqa: E402
 from wavelens.plugins.metrics.speech import (  # noqa: E402
     Composite,
     CompositeParams,
+    Pesq,
+    PesqParams,
     SiSdr,
     SpeechParams,
     Stoi,
@@ -214,7 +216,7 @@ def test_a_metric_that_fails_on_one_file_makes_an_error_entry_with_its_reason(tm
     assert summarize(rows)[0]["scored"] == 0
 
 
-def test_summaries_group_by_a_column_in_table_two_layout():
+def test_summaries_group_by_a_column_under_the_metrics_labels():
     rows = [
         {
             "file": f"f{i}",
@@ -234,8 +236,13 @@ def test_summaries_group_by_a_column_in_table_two_layout():
         ("0", 1.5, 2, 2),
         ("5", 3.0, 1, 2),
     ]
-    table = summary_markdown(summary, by="snr")
+    assert summary_markdown(summary, by="snr").splitlines()[0] == "| snr | pesq | stoi | files scored |"
+    # with the metrics' presentation: their labels and order
+    layout = presentation({"stoi": Stoi(StoiParams()), "pesq": Pesq(PesqParams())})
+    assert [c["label"] for c in layout] == ["PESQ", "STOI"]
+    table = summary_markdown(summarize(rows, by="snr", columns=layout), by="snr", columns=layout)
     assert table.splitlines()[0] == "| snr | PESQ | STOI | files scored |"
+    assert table.splitlines()[2] == "| 0 | 1.50 | 0.90 | 2 of 2 |"
 
 
 def test_pair_metric_states_merge_across_processes():
@@ -311,7 +318,7 @@ def test_grouped_summaries_order_numbers_numerically_and_split_items():
     summary = summarize(rows, by=["snr", "noise"])
     assert [(s["snr"], s["noise"]) for s in summary] == [("-5", "babble"), ("-5", "cafe"), ("5", "babble"),
                                                         ("10", "cafe")]
-    table = summary_markdown(summary, by=["snr", "noise"])
+    table = summary_markdown(summary, by=["snr", "noise"], columns=presentation({"pesq": Pesq(PesqParams())}))
     assert table.splitlines()[0] == "| snr | noise | PESQ | files scored |"
     preds = {"audio": [np.zeros(3), np.ones(4)], "vad": torch.zeros(2, 5)}
     items = split_items(preds, 2)
@@ -319,7 +326,7 @@ def test_grouped_summaries_order_numbers_numerically_and_split_items():
     assert batch_of_one(items[1])["vad"].shape == (1, 5) and len(batch_of_one(items[1])["audio"]) == 1
 
 
-def test_the_variants_grouped_means_take_table_ii_layout():
+def test_the_variants_grouped_means_take_a_block_per_noise_and_a_row_per_snr():
     from wavelens.report import grouped_comparison
 
     def grouped(pesq_a, pesq_b):
@@ -327,8 +334,12 @@ def test_the_variants_grouped_means_take_table_ii_layout():
                 {"snr_db": 0.0, "noise": "b", "files": 2, "scored": 1, "pesq": pesq_b, "stoi": 0.7},
                 {"snr_db": -5.0, "noise": "a", "files": 1, "scored": 1, "pesq": 1.0, "stoi": 0.4}]
 
-    rows = [{"variant": "noisy", "_by": ["snr_db", "noise"], "_grouped": grouped(1.0, 2.5)},
-            {"variant": "model", "_by": ["snr_db", "noise"], "_grouped": grouped(2.0, 4.0)}]
+    # How the metrics present themselves (metrics.json's "columns", from the plugins).
+    columns = [{"key": "pesq", "label": "PESQ", "digits": 2, "rank": 10},
+               {"key": "stoi", "label": "STOI", "digits": 2, "rank": 60}]
+    by = ["snr_db", "noise"]
+    rows = [{"variant": "noisy", "_by": by, "_grouped": grouped(1.0, 2.5), "_columns": columns},
+            {"variant": "model", "_by": by, "_grouped": grouped(2.0, 4.0), "_columns": columns}]
     header, table, records = grouped_comparison(rows)
     assert header == ["snr_db", "method", "a PESQ", "a STOI", "b PESQ", "b STOI", "Average PESQ",
                       "Average STOI"]

@@ -258,7 +258,7 @@ def test_csm_vanet_snr_reports_table_ii_with_the_reference_rows(tmp_path, reduce
     assert noisy[0] < noisy[-1]
     folder = next((runs / "csm-vanet-snr").glob("variants-*"))
     text = (folder / "report.md").read_text()
-    assert "**Table II layout.**" in text and "| snr_db | method | babble PESQ |" in text
+    assert "**Means by `snr_db`** (rows) and `noise`" in text and "| snr_db | method | babble PESQ |" in text
     assert "![comparison.png](comparison.png)" in text and (folder / "comparison.png").is_file()
     assert "data:image/png;base64," in (folder / "report.html").read_text()
     # `wavelens report` on the comparison folder rebuilds it from the stored runs

@@ -437,6 +437,16 @@ def test_run_runs_every_variant_and_compares_them_in_one_table(write_spec, tmp_p
         base / "stages" / "data" / "stage.json").stat().st_ino  # prepared once, hard-linked
     report = (comparisons[0].parent / "report.md").read_text()
     assert "| variant | #Param. |" in report and "| wide |" in report
+    # A classification metric is compared like any other, with the exact parameter
+    # count of a small network (not "0.00M").
+    header = next(line for line in report.splitlines() if line.startswith("| variant |"))
+    assert header == "| variant | #Param. | Accuracy | files scored |"
+    for variant in ("base", "wide"):
+        stages = next(experiment.glob(f"*-{variant}-*")) / "stages"
+        parameters = json.loads((stages / "model" / "stage.json").read_text())["summary"]["parameters"]
+        accuracy = json.loads((stages / "metrics" / "metrics.json").read_text())["results"][0]["value"]
+        assert parameters < 10_000
+        assert f"| {variant} | {parameters:,} | {accuracy:.3f} | – |" in report
     # running again reuses everything
     assert main(["run", str(path), "--profile", "quick", "--runs-dir", str(tmp_path / "runs"),
                  "--variant", "wide"]) == 0

@@ -26,7 +26,6 @@ from pydantic import Field, field_validator
 
 from wavelens import Params, StageError
 
-
 # The built-in backends (backends.BACKENDS; a test checks the two agree). Others come
 # from the entry-point group BACKEND_GROUP, checked by name here so that a misspelt
 # backend fails at `wavelens validate`, without importing any backend.

@@ -26,6 +26,7 @@ from wavelens import (
     hookimpl,
     int_between,
     metric_columns,
+    presentation,
     progress,
     summarize,
     summary_markdown,
@@ -66,13 +67,14 @@ def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
         groups = _read_groups(args.meta, args.by) if args.meta else {}
         for row in rows:
             row[args.by] = groups.get(row["file"], groups.get(Path(row["file"]).stem, ""))
+    columns = presentation(metrics)
     out = Path(args.out or f"{Path(args.estimate)}-scores")
     out.mkdir(parents=True, exist_ok=True)
     group = [args.by] if args.by else []
-    fields = ["file", "status", "reason", *group, "seconds", *metric_columns(rows, args.by), "notes"]
+    fields = ["file", "status", "reason", *group, "seconds", *metric_columns(rows, args.by, columns), "notes"]
     write_csv(out / "scores.csv", [{key: row.get(key, "") for key in fields} for row in rows], fields)
-    summary = summarize(rows, by=args.by)
-    table = summary_markdown(summary, by=args.by)
+    summary = summarize(rows, by=args.by, columns=columns)
+    table = summary_markdown(summary, by=args.by, columns=columns)
     errors = [r for r in rows if r["status"] != "ok"]
     write_json(out / "summary.json", {"summary": summary, "notes": notes,
                                       "errors": [{"file": r["file"], "reason": r["reason"]} for r in errors]},

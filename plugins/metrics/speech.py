@@ -18,9 +18,18 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from wavelens import Contribution, Metric, Params, StageError, hookimpl, resample
+from wavelens import Contribution, Metric, MetricColumn, Params, StageError, hookimpl, resample
 
 from . import quality
+
+# How the values are presented: the published tables' names and order (PESQ, CSIG,
+# CBAK, COVL, SSNR, STOI, then SI-SDR), two decimals; LLR and WSS, the composite
+# measures' ingredients, with three, in per-file tables but not in comparisons.
+PESQ = MetricColumn("pesq", "PESQ", rank=10)
+COMPOSITE = (PESQ, MetricColumn("csig", "CSIG", rank=20), MetricColumn("cbak", "CBAK", rank=30),
+             MetricColumn("covl", "COVL", rank=40), MetricColumn("segsnr", "SSNR", rank=50),
+             MetricColumn("llr", "LLR", digits=3, rank=900, compare=False, higher_is_better=False),
+             MetricColumn("wss", "WSS", digits=3, rank=910, compare=False, higher_is_better=False))
 
 
 class SpeechParams(Params):
@@ -108,12 +117,18 @@ def _pesq_rate(params: PesqParams, signals: list[np.ndarray]) -> tuple[int, list
 
 
 class Pesq(PairMetric):
+    def columns(self):
+        return [PESQ]
+
     def score(self, estimate, reference):
         rate, (estimate, reference) = _pesq_rate(self.params, [estimate, reference])
         return quality.pesq_score(reference, estimate, rate, self.params.mode)
 
 
 class Stoi(PairMetric):
+    def columns(self):
+        return [MetricColumn("stoi", "ESTOI" if self.params.extended else "STOI", rank=60)]
+
     def score(self, estimate, reference):
         return quality.stoi_score(reference, estimate, self.params.sample_rate, extended=self.params.extended)
 
@@ -121,12 +136,18 @@ class Stoi(PairMetric):
 class Composite(PairMetric):
     """CSIG, CBAK, COVL with the PESQ, segSNR, LLR and WSS they are built from."""
 
+    def columns(self):
+        return COMPOSITE
+
     def score(self, estimate, reference):
         rate, (estimate, reference) = _pesq_rate(self.params, [estimate, reference])
         return quality.composite(reference, estimate, rate, self.params.convention)
 
 
 class SiSdr(PairMetric):
+    def columns(self):
+        return [MetricColumn("si_sdr", "SI-SDR", rank=80)]
+
     def score(self, estimate, reference):
         return quality.si_sdr(reference, estimate)
 
@@ -137,6 +158,11 @@ class Vad(Metric):
     (padding) are ignored."""
 
     higher_is_better = True
+
+    def columns(self):
+        return [MetricColumn(f"vad_{key}", f"VAD {label}", digits=3, rank=100 + index)
+                for index, (key, label) in enumerate((("accuracy", "accuracy"), ("precision", "precision"),
+                                                     ("recall", "recall"), ("f1", "F1"), ("roc_auc", "AUC")))]
 
     def __init__(self, params: VadParams | None = None):
         super().__init__()
