@@ -27,7 +27,6 @@ from .commands import (
 from .components import (
     Dataset,
     DataSplits,
-    Enhanced,
     Metric,
     MetricColumn,
     Model,
@@ -49,7 +48,7 @@ from .errors import (
     StageError,
     WavelensError,
 )
-from .evaluation import evaluate_folders, metric_columns, presentation, summarize, summary_markdown
+from .evaluation import item_scorer, metric_columns, presentation, summarize, summary_markdown
 from .hookspecs import hookimpl
 from .io import (
     CheckpointManager,
@@ -80,7 +79,6 @@ __all__ = [
     "DataSplits",
     "Dataset",
     "DeviceError",
-    "Enhanced",
     "ExperimentSpec",
     "Kind",
     "LayerHooks",
@@ -112,10 +110,10 @@ __all__ = [
     "collate_items",
     "console",
     "deferred_interrupts",
-    "evaluate_folders",
     "finite_float",
     "get_logger",
     "hookimpl",
+    "item_scorer",
     "int_between",
     "is_weights_folder",
     "load_run_model",

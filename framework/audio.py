@@ -108,7 +108,7 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 def peak_normalize(samples: np.ndarray) -> np.ndarray:
-    """Scale to max |x| = 1 (what the ciwGAN reference loader does); a silent
+    """Scale to max |x| = 1 (peak normalisation); a silent
     signal is returned unchanged rather than divided by zero."""
     peak = float(np.max(np.abs(samples))) if samples.size else 0.0
     if peak == 0.0:
@@ -126,7 +126,7 @@ def write_audio(
 ) -> None:
     """Write a 1-D signal atomically (a reader never sees a half-written file).
 
-    ``format`` is a soundfile format name (``"WAV"``, ``"NIST"`` for TIMIT's SPHERE,
+    ``format`` is a soundfile format name (``"WAV"``, ``"NIST"`` for NIST SPHERE,
     ``"FLAC"``); by default it follows the suffix. Samples outside [-1, 1] are an
     error rather than silently clipped.
     """

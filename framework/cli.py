@@ -368,7 +368,7 @@ def build_parser(registry: PluginRegistry | None = None) -> argparse.ArgumentPar
     stats = commands.add_parser("stats", help="fit statistics to a table file")
     stats_commands = stats.add_subparsers(dest="stats_command", required=True)
     fit = stats_commands.add_parser(
-        "fit", help="fit a spec's statistics (e.g. gamm) to a tidy table (CSV or parquet)")
+        "fit", help="fit a spec's statistics to a tidy table (CSV or parquet), e.g. a probe's")
     fit.add_argument("table", type=Path, help="the table, e.g. a probe's feature_maps.parquet")
     fit.add_argument("--spec", required=True, type=Path, help="a spec whose 'statistics' to fit")
     fit.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a spec value")

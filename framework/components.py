@@ -36,7 +36,6 @@ __all__ = [
     "StageOutput",
     "Dataset",
     "Model",
-    "Enhanced",
     "Probe",
     "Statistic",
     "Metric",
@@ -197,24 +196,6 @@ class Dataset(ABC):
         return {"splits": {name: {"items": len(split)} for name, split in splits.items()}}
 
 
-@dataclass
-class Enhanced:
-    """What :meth:`Model.enhance` returns for one signal.
-
-    Attributes:
-        audio: the enhanced signal, 1-D, as long as the input and at its rate.
-        sample_rate: the input's rate.
-        speech_probability: per-frame speech probabilities, if the model has a VAD.
-        frame_seconds: the hop between those frames (frame ``t`` is centred on
-            ``t * frame_seconds``).
-    """
-
-    audio: Any
-    sample_rate: int
-    speech_probability: Any = None
-    frame_seconds: float | None = None
-
-
 class Model(ABC):
     """A model component: builds a network, optionally trains it, predicts."""
 
@@ -235,21 +216,6 @@ class Model(ABC):
     def predict(self, network: torch.nn.Module, batch: Any, ctx: StageContext) -> tuple[Any, Any]:
         """Map a batch of the evaluation split to ``(preds, target)`` for metrics."""
         raise StageError(f"{type(self).__name__} does not define predict(); it cannot be scored")
-
-    def generate(self, network: torch.nn.Module, code: str, value: float, n: int,
-                 seed: int) -> tuple[torch.Tensor, int]:
-        """Generated outputs ``(n, samples)`` and their sample rate, for a generative
-        model: ``code`` names what to condition on (the model says how to read it),
-        ``value`` the strength, and the latent noise is drawn from ``seed`` so the
-        same seed gives the same noise for every code. ``wavelens generate`` calls it."""
-        raise StageError(f"{type(self).__name__} is not a generative model; it cannot generate")
-
-    def enhance(self, network: torch.nn.Module, audio: Any, sample_rate: int,
-                placement: Placement) -> Enhanced:
-        """Enhance one 1-D float signal (NumPy) at any rate and length, for ``wavelens
-        enhance``: the model resamples and chunks as it needs, and returns audio of the
-        input's length and rate. Only speech-enhancement models define it."""
-        raise StageError(f"{type(self).__name__} is not a speech-enhancement model; it cannot enhance")
 
     def save_weights(self, network: torch.nn.Module, path: Path) -> None:
         """Write the network's weights to ``path`` (atomically)."""
@@ -296,7 +262,7 @@ class MetricColumn:
         key: the column: the metric's name for a single number, a key of the dict
             ``compute`` returns, or that key prefixed with the metric's name (a key
             the metric does not declare is always prefixed: ``vad_accuracy``).
-        label: the column's header (``PESQ``).
+        label: the column's header (``Accuracy``).
         digits: decimals shown (None: four significant digits).
         rank: columns of all metrics are ordered by rank, then as declared.
         compare: shown in the comparison of variants (else only in per-item tables

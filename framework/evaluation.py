@@ -1,9 +1,11 @@
-"""Scoring folders of (reference, estimate) audio pairs with metric plugins.
+"""Scoring items with metric plugins, and presenting the scores.
 
-:func:`evaluate_folders` pairs files by name, checks and aligns each pair, scores
-every metric in worker processes (the ``pesq`` C code is not thread-safe), and
-returns one row per file: the metric values, or an error entry with its reason. A
-bad file never stops the evaluation, and summaries count only the files scored.
+:func:`item_scorer` scores (prediction, target) items one by one in worker
+processes (a metric's native code need not be thread-safe), each item's row holding
+its values or an error entry with the reason: a bad item never stops the scoring.
+:func:`summarize` and :func:`summary_markdown` give the means over the scored items
+(overall or by group), under the labels and number formats the metrics declare
+(:func:`presentation`).
 """
 
 from __future__ import annotations
@@ -14,104 +16,19 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .audio import AUDIO_SUFFIXES, AudioError, audio_channels, read_audio, resample
 from .components import Metric, MetricColumn
 from .errors import WavelensError
-
-MIN_SECONDS = 0.25  # PESQ needs at least a quarter second; shorter pairs are refused
-
-def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
-    """(name, reference, estimate) for every audio file of ``reference`` with a file
-    of the same name (or, failing that, the same stem) in ``estimate``; and notes on
-    the unpaired ones."""
-    for folder in (reference, estimate):
-        if not folder.is_dir():
-            raise WavelensError(f"{folder} is not a folder")
-
-    def audio(folder: Path) -> dict[str, Path]:
-        return {
-            p.relative_to(folder).as_posix(): p
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
-        }
-
-    references, estimates = audio(reference), audio(estimate)
-    by_stem = {str(Path(name).with_suffix("")): path for name, path in estimates.items()}
-    pairs, missing = [], []
-    for name, path in references.items():
-        match = estimates.get(name) or by_stem.get(str(Path(name).with_suffix("")))
-        if match is None:
-            missing.append(name)
-        else:
-            pairs.append((name, path, match))
-    notes = []
-    if missing:
-        notes.append(
-            f"{len(missing)} reference file(s) have no estimate: {', '.join(missing[:5])}"
-            f"{' …' if len(missing) > 5 else ''}"
-        )
-    used = {p[2] for p in pairs}
-    extra = [name for name, path in estimates.items() if path not in used]
-    if extra:
-        notes.append(
-            f"{len(extra)} estimate file(s) have no reference: {', '.join(extra[:5])}"
-            f"{' …' if len(extra) > 5 else ''}"
-        )
-    if not pairs:
-        raise WavelensError(f"no file of {reference} has an estimate of the same name in {estimate}")
-    return pairs, notes
 
 
 def _values(name: str, value: Any) -> dict[str, float]:
     if isinstance(value, Mapping):
         return {str(k): float(v) for k, v in value.items()}
     return {name: float(value)}
-
-
-def score_pair(
-    metrics: Mapping[str, Metric], name: str, reference: Path, estimate: Path, rate: int
-) -> dict[str, Any]:
-    """One file's row: ``file, status, reason, seconds, notes`` and the metric values."""
-    row: dict[str, Any] = {"file": name, "status": "ok", "reason": "", "seconds": math.nan, "notes": ""}
-    notes = []
-    try:
-        ref, ref_rate = read_audio(reference, channels="mix")
-        est, est_rate = read_audio(estimate, channels="mix")
-    except AudioError as error:
-        return {**row, "status": "error", "reason": str(error)}
-    for side, path in (("reference", reference), ("estimate", estimate)):
-        channels = audio_channels(path)
-        if channels > 1:
-            notes.append(f"the {side} has {channels} channels, mixed to mono")
-    if ref_rate != est_rate:
-        return {
-            **row,
-            "status": "error",
-            "reason": f"sample rates differ: reference {ref_rate} Hz, estimate {est_rate} Hz",
-        }
-    if ref_rate != rate:
-        ref, est = resample(ref, ref_rate, rate), resample(est, est_rate, rate)
-        notes.append(f"resampled from {ref_rate} Hz")
-    if len(ref) != len(est):
-        notes.append(f"lengths differ by {abs(len(ref) - len(est))} samples; both cut to the shorter")
-        length = min(len(ref), len(est))
-        ref, est = ref[:length], est[:length]
-    row["seconds"] = len(ref) / rate
-    row["notes"] = "; ".join(notes)
-    if len(ref) < MIN_SECONDS * rate:
-        return {**row, "status": "error", "reason": f"shorter than {MIN_SECONDS} s ({len(ref)} samples)"}
-    if not np.any(ref):
-        return {**row, "status": "error", "reason": "the reference is silent (all zeros)"}
-    if not np.any(est):
-        return {**row, "status": "error", "reason": "the estimate is silent (all zeros)"}
-    values, _ = score_item(metrics, est.astype(np.float64), ref.astype(np.float64))
-    return {**row, **values}
 
 
 _WORKER_METRICS: Mapping[str, Metric] = {}
@@ -121,32 +38,6 @@ def _init_worker(metrics: Mapping[str, Metric]) -> None:
     global _WORKER_METRICS
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _WORKER_METRICS = metrics
-
-
-def _score_in_worker(job: tuple[str, Path, Path, int]) -> dict[str, Any]:
-    return score_pair(_WORKER_METRICS, *job)
-
-
-def evaluate_folders(
-    reference: Path,
-    estimate: Path,
-    metrics: Mapping[str, Metric],
-    rate: int = 16000,
-    workers: int | None = None,
-    progress: Callable[..., Iterable] | None = None,
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows (one per paired file, in name order) and notes on unpaired files."""
-    pairs, notes = pair_files(Path(reference), Path(estimate))
-    jobs = [(name, ref, est, rate) for name, ref, est in pairs]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    wrap = progress or (lambda items, **_: items)
-    if workers == 1:
-        rows = [score_pair(metrics, *job) for job in wrap(jobs, total=len(jobs), description="scoring")]
-        return rows, notes
-    with _pool(metrics, workers) as pool:
-        results = pool.map(_score_in_worker, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
-        rows = list(wrap(results, total=len(jobs), description="scoring"))
-    return rows, notes
 
 
 def _by_columns(by: str | Sequence[str] | None) -> list[str]:
@@ -310,7 +201,7 @@ def score_item(metrics: Mapping[str, Metric], preds: Any, target: Any) -> tuple[
             for key, value in _values(name, metric.compute()).items():
                 column = column_for(name, key, declared)
                 if column in row and row[column] == value:
-                    continue  # the same quantity from two metrics (composite's PESQ)
+                    continue  # the same quantity from two metrics (one metric's value inside another's)
                 row[column if column not in row else f"{name}_{key}"] = value
             states[name] = metric.state()
         except Exception as error:  # any metric's failure is this item's error entry

@@ -286,7 +286,7 @@ def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], li
 
 def _plot_grouped(folder: Path, key: str, records: list[dict], columns: list[dict]) -> str | None:
     """comparison.png: each variant's mean of every compared metric against the first
-    grouping column (e.g. PESQ and STOI against SNR), when that column is numeric."""
+    grouping column (e.g. each metric against the SNR), when that column is numeric."""
     try:
         [float(r[key]) for r in records]
     except (TypeError, ValueError):

@@ -292,8 +292,8 @@ class Run:
         first (newest first), then of any other experiment under the runs folder. A
         stage's key hashes its plugins, their parameters and versions, the seed, the
         precision and the keys of its inputs, so two specs that build the same data
-        and train the same model share those stages (fricatives_s_sh.yaml reuses
-        ciwgan_8words.yaml's trained network)."""
+        and train the same model share those stages (a spec that analyses another
+        spec's trained network reuses it)."""
         if self.fresh or not self.runs_dir.is_dir():
             return None
         experiments = [self.experiment_dir] + sorted(

@@ -75,3 +75,22 @@ def test_the_installed_packages_are_wavelens_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO / "docs").stdout
     assert out.strip() == "[]"
+
+
+# What the core must not know: the papers, their metrics, table layouts and models.
+PAPER_VOCABULARY = ("pesq", "stoi", "csig", "cbak", "covl", "segsnr", "si_sdr", "si-sdr", "table i",
+                    "ciwgan", "fiwgan", "wavegan", "csm", "vanet", "voicebank", "timit", "composite",
+                    "mgcv", "gamm", "lexical", "begu", "def enhance", "def generate", "enhanced")
+
+
+def test_the_core_knows_kinds_and_runs_not_the_papers():
+    import re
+
+    words = re.compile("|".join(rf"\b{re.escape(word)}\b" for word in PAPER_VOCABULARY))
+    found = []
+    for path in sorted((REPO / "framework").rglob("*.py")):
+        if path.name == "_environment.py":  # the environment check names system packages
+            continue
+        for number, line in enumerate(path.read_text().lower().splitlines(), start=1):
+            found += [f"{path.name}:{number}: {match}" for match in words.findall(line)]
+    assert found == []

@@ -117,7 +117,8 @@ def test_the_voicebank_convention_matches_the_published_reference_values():
 
 # -- metric plugins and the evaluation of folders ----------------------------------------
 
-from wavelens.evaluation import evaluate_folders, presentation, summarize, summary_markdown  # noqa: E402
+from wavelens.evaluation import presentation, summarize, summary_markdown  # noqa: E402
+from wavelens.plugins.metrics.folders import evaluate_folders  # noqa: E402
 from wavelens.plugins.metrics.speech import (  # noqa: E402
     Composite,
     CompositeParams,

@@ -58,6 +58,8 @@ from wavelens import (
     write_json,
 )
 
+from .generative import Generative
+
 
 class LexicalParams(Params):
     n_per_code: int = Field(100, ge=1, description="generated outputs per code and value")
@@ -239,8 +241,10 @@ class LexicalLearning(Probe):
     def run(self, ctx: StageContext) -> None:
         params = self.params
         model, network = ctx.model(), ctx.network()
-        if not hasattr(model, "code_vector"):
-            raise StageError("lexical_learning needs a ciwGAN or fiwGAN model")
+        if not isinstance(model, Generative):
+            raise StageError(f"lexical_learning needs a generative model (a ciwGAN, a fiwGAN or another "
+                             f"with code_names, code_vector and generate); the spec's is "
+                             f"{type(model).__name__}")
         splits = ctx.dataset()
         if "train" not in splits or "test" not in splits:
             raise StageError("lexical_learning needs labelled train and test splits of real words")

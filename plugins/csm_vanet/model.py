@@ -18,7 +18,6 @@ from pydantic import Field, field_validator
 
 from wavelens import (
     Contribution,
-    Enhanced,
     Model,
     Params,
     Placement,
@@ -31,6 +30,7 @@ from wavelens import (
     resample,
     write_csv,
 )
+from wavelens.plugins.noisy_speech.enhancement import Enhanced
 
 from .networks import CSMVANet, count_parameters
 

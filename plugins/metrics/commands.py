@@ -22,7 +22,6 @@ from wavelens import (
     CommandContext,
     WavelensError,
     console,
-    evaluate_folders,
     hookimpl,
     int_between,
     metric_columns,
@@ -34,6 +33,8 @@ from wavelens import (
     write_json,
     write_text,
 )
+
+from .folders import evaluate_folders
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,6 @@ from pydantic import Field
 
 from wavelens import (
     Contribution,
-    Enhanced,
     Model,
     Params,
     Placement,
@@ -27,6 +26,8 @@ from wavelens import (
     TrainSpec,
     hookimpl,
 )
+
+from .enhancement import Enhanced
 
 
 class NoisyInputParams(Params):

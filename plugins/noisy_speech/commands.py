@@ -36,6 +36,8 @@ from wavelens import (
     write_csv,
 )
 
+from .enhancement import Enhancer
+
 # The enhancement network `wavelens enhance` uses when given no --checkpoint.
 SHIPPED_ENHANCER = "csm_vanet_cpu"
 
@@ -99,6 +101,9 @@ def enhance(args: argparse.Namespace, ctx: CommandContext) -> int:
     files = _enhance_inputs([Path(p) for p in args.inputs])
     checkpoint = args.checkpoint if args.checkpoint is not None else shipped_weights(SHIPPED_ENHANCER)
     model, network, source, _ = load_run_model(checkpoint, ctx.disabled)
+    if not isinstance(model, Enhancer):
+        raise WavelensError(f"the model of {source} ({type(model).__name__}) is not a speech-enhancement "
+                            "model: it has no enhance()")
     placement = resolve_placement(args.device, args.precision)
     network = network.to(placement.device).eval()
     out = Path(args.output)

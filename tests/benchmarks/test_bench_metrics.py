@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from wavelens.evaluation import evaluate_folders
 from wavelens.plugins.metrics import quality
+from wavelens.plugins.metrics.folders import evaluate_folders
 from wavelens.plugins.metrics.speech import Composite, CompositeParams, SiSdr, SpeechParams, Stoi, StoiParams
 
 from conftest import SHARED_DATA

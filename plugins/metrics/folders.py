@@ -1,0 +1,139 @@
+"""Scoring folders of (reference, estimate) audio files with metric plugins: what
+``wavelens evaluate`` does.
+
+:func:`evaluate_folders` pairs files by name, checks and aligns each pair (rate,
+channels, length, silence), and scores every metric on the aligned signals in worker
+processes (the core's ``item_scorer``; the ``pesq`` C code is not thread-safe). It
+returns one row per file: the metric values, or an error entry with its reason. A
+bad file never stops the evaluation, and summaries count only the files scored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wavelens import (
+    AUDIO_SUFFIXES,
+    AudioError,
+    Metric,
+    WavelensError,
+    audio_channels,
+    item_scorer,
+    read_audio,
+    resample,
+)
+
+MIN_SECONDS = 0.25  # PESQ needs at least a quarter second; shorter pairs are refused
+CHUNK = 64  # pairs read and aligned at a time (the signals of a chunk are in memory together)
+
+
+def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """(name, reference, estimate) for every audio file of ``reference`` with a file
+    of the same name (or, failing that, the same stem) in ``estimate``; and notes on
+    the unpaired ones."""
+    for folder in (reference, estimate):
+        if not folder.is_dir():
+            raise WavelensError(f"{folder} is not a folder")
+
+    def audio(folder: Path) -> dict[str, Path]:
+        return {
+            p.relative_to(folder).as_posix(): p
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+        }
+
+    references, estimates = audio(reference), audio(estimate)
+    by_stem = {str(Path(name).with_suffix("")): path for name, path in estimates.items()}
+    pairs, missing = [], []
+    for name, path in references.items():
+        match = estimates.get(name) or by_stem.get(str(Path(name).with_suffix("")))
+        if match is None:
+            missing.append(name)
+        else:
+            pairs.append((name, path, match))
+    notes = []
+    if missing:
+        notes.append(
+            f"{len(missing)} reference file(s) have no estimate: {', '.join(missing[:5])}"
+            f"{' …' if len(missing) > 5 else ''}"
+        )
+    used = {p[2] for p in pairs}
+    extra = [name for name, path in estimates.items() if path not in used]
+    if extra:
+        notes.append(
+            f"{len(extra)} estimate file(s) have no reference: {', '.join(extra[:5])}"
+            f"{' …' if len(extra) > 5 else ''}"
+        )
+    if not pairs:
+        raise WavelensError(f"no file of {reference} has an estimate of the same name in {estimate}")
+    return pairs, notes
+
+
+def load_pair(name: str, reference: Path, estimate: Path, rate: int
+              ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """One file's row (``file, status, reason, seconds, notes``) and its aligned
+    ``(estimate, reference)`` at ``rate``; the signals are None when the pair is
+    refused, and the row says why."""
+    row: dict[str, Any] = {"file": name, "status": "ok", "reason": "", "seconds": math.nan, "notes": ""}
+    notes = []
+    try:
+        ref, ref_rate = read_audio(reference, channels="mix")
+        est, est_rate = read_audio(estimate, channels="mix")
+    except AudioError as error:
+        return {**row, "status": "error", "reason": str(error)}, None, None
+    for side, path in (("reference", reference), ("estimate", estimate)):
+        channels = audio_channels(path)
+        if channels > 1:
+            notes.append(f"the {side} has {channels} channels, mixed to mono")
+    if ref_rate != est_rate:
+        reason = f"sample rates differ: reference {ref_rate} Hz, estimate {est_rate} Hz"
+        return {**row, "status": "error", "reason": reason}, None, None
+    if ref_rate != rate:
+        ref, est = resample(ref, ref_rate, rate), resample(est, est_rate, rate)
+        notes.append(f"resampled from {ref_rate} Hz")
+    if len(ref) != len(est):
+        notes.append(f"lengths differ by {abs(len(ref) - len(est))} samples; both cut to the shorter")
+        length = min(len(ref), len(est))
+        ref, est = ref[:length], est[:length]
+    row["seconds"] = len(ref) / rate
+    row["notes"] = "; ".join(notes)
+    if len(ref) < MIN_SECONDS * rate:
+        reason = f"shorter than {MIN_SECONDS} s ({len(ref)} samples)"
+        return {**row, "status": "error", "reason": reason}, None, None
+    if not np.any(ref):
+        return {**row, "status": "error", "reason": "the reference is silent (all zeros)"}, None, None
+    if not np.any(est):
+        return {**row, "status": "error", "reason": "the estimate is silent (all zeros)"}, None, None
+    return row, est.astype(np.float64), ref.astype(np.float64)
+
+
+def evaluate_folders(
+    reference: Path,
+    estimate: Path,
+    metrics: Mapping[str, Metric],
+    rate: int = 16000,
+    workers: int | None = None,
+    progress: Callable[..., Iterable] | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows (one per paired file, in name order) and notes on unpaired files."""
+    pairs, notes = pair_files(Path(reference), Path(estimate))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(pairs)))
+    wrap = progress or (lambda items, **_: items)
+    rows: list[dict[str, Any]] = []
+
+    def scored(score) -> Iterable[dict[str, Any]]:
+        for start in range(0, len(pairs), CHUNK):
+            loaded = [load_pair(name, ref, est, rate) for name, ref, est in pairs[start:start + CHUNK]]
+            results = iter(score([(est, ref) for _, est, ref in loaded if est is not None]))
+            for row, est, _ in loaded:
+                yield row if est is None else {**row, **next(results)[0]}
+
+    with item_scorer(dict(metrics), workers) as score:
+        rows = list(wrap(scored(score), total=len(pairs), description="scoring"))
+    return rows, notes
