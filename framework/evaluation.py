@@ -23,6 +23,7 @@ import torch
 
 from .components import Metric, MetricColumn
 from .errors import WavelensError
+from .io import markdown_table
 
 
 def _values(name: str, value: Any) -> dict[str, float]:
@@ -137,12 +138,10 @@ def summary_markdown(summary: list[dict[str, Any]], by: str | Sequence[str] | No
     shown = [c for c in summary[0] if c not in (*keys, "files", "scored")]
     style = {c["key"]: c for c in columns}
     header = keys + [style[c]["label"] if c in style else c for c in shown] + ["files scored"]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    for entry in summary:
-        values = [format_value(entry[c], style.get(c, {}).get("digits")) for c in shown]
-        cells = [_cell(entry[k]) for k in keys] + values + [f"{entry['scored']} of {entry['files']}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[_cell(entry[k]) for k in keys]
+            + [format_value(entry[c], style.get(c, {}).get("digits")) for c in shown]
+            + [f"{entry['scored']} of {entry['files']}"] for entry in summary]
+    return markdown_table(header, rows)
 
 
 def format_value(value: Any, digits: int | None) -> str:

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,8 @@ __all__ = [
     "write_text",
     "write_json",
     "write_csv",
+    "save_figure",
+    "markdown_table",
     "read_csv",
     "read_json",
     "save_torch",
@@ -128,6 +130,27 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
         writer = csv.DictWriter(handle, list(fields))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def save_figure(figure: Any, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Write a matplotlib figure to ``path`` atomically (the format from its suffix,
+    PNG by default) and close it, so that a long loop of figures keeps no memory."""
+    import matplotlib.pyplot as plt
+
+    suffix = Path(path).suffix.lstrip(".").lower() or "png"
+    try:
+        with atomic_write(path, "wb") as handle:
+            figure.savefig(handle, format=suffix, dpi=dpi)
+    finally:
+        plt.close(figure)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table: a header row, the rule, one line per row (cells as text)."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |",
+             "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:

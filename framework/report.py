@@ -17,7 +17,7 @@ import markdown
 
 from .errors import WavelensError
 from .evaluation import column_for, format_value, group_order
-from .io import read_json, write_csv, write_json, write_text
+from .io import markdown_table, read_json, save_figure, write_csv, write_json, write_text
 
 __all__ = ["write_report", "write_comparison", "rewrite_comparison", "render_markdown", "summary_tables",
            "summary_markdown"]
@@ -67,10 +67,7 @@ def summary_markdown(summary: dict) -> str:
     """A dataset summary as Markdown tables and a list of notes."""
     parts = []
     for title, header, rows in summary_tables(summary):
-        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
-                 "|" + " --- |" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        parts.append("\n".join(lines))
+        parts.append(f"**{title}**\n\n" + markdown_table(header, rows))
     notes = summary.get("notes") or []
     if notes:
         parts.append("\n".join(f"- {note}" for note in notes))
@@ -310,14 +307,8 @@ def _plot_grouped(folder: Path, key: str, records: list[dict], columns: list[dic
         axis.set_title(column["label"], fontsize=9)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(folder / "comparison.png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, folder / "comparison.png", dpi=110)
     return "comparison.png"
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
-            *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Path]:
@@ -340,7 +331,7 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
         scored = f"{row['scored']} of {row['files']}" if "scored" in row else "–"
         cells.append([row["variant"], parameter_count(row.get("parameters")),
                       *(format_value(row.get(c["key"]), c.get("digits")) for c in columns), scored])
-    lines = _markdown_table(header, cells)
+    table = markdown_table(header, cells)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / "table.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
     write_json(folder / "table.json", {"title": title, "runs": [[n, Path(r).name] for n, r in runs.items()],
@@ -349,7 +340,7 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
         f"- `{name}`: [{Path(run).name}]({Path('..') / Path(run).name / 'report.md'})"
         for name, run in runs.items()
     )
-    text = (f"# {title}: variants compared\n\n**Means per variant.**\n\n" + "\n".join(lines)
+    text = (f"# {title}: variants compared\n\n**Means per variant.**\n\n" + table
             + "\n\nMeans over the scored test items of each variant's metrics stage; #Param. from its "
             "model stage.\n")
     if group_rows:
@@ -358,7 +349,7 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
         text += (f"\n**Means by `{by[0]}`** (rows)"
                  + (f" and `{by[1]}` (column blocks; Average: every item of the row)" if len(by) > 1
                     else "")
-                 + ":\n\n" + "\n".join(_markdown_table(group_header, group_rows)) + "\n")
+                 + ":\n\n" + markdown_table(group_header, group_rows) + "\n")
         if figure:
             text += (f"\n![{figure}]({figure})\n\n*Each variant's mean over every scored item at "
                      f"each `{group_header[0]}` (the Average block above), one panel per metric.*\n")

@@ -51,8 +51,8 @@ from wavelens import (
     Probe,
     StageContext,
     StageError,
-    atomic_write,
     hookimpl,
+    save_figure,
     write_audio,
     write_csv,
     write_json,
@@ -437,9 +437,7 @@ class LexicalLearning(Probe):
         bars.set_ylabel("accuracy")
         bars.legend(loc="upper left", fontsize="small")
         fig.tight_layout()
-        with atomic_write(ctx.workdir / "lexical.png", "wb") as handle:
-            fig.savefig(handle, format="png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, ctx.workdir / "lexical.png", dpi=100)
 
 
 @hookimpl

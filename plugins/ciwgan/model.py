@@ -22,6 +22,7 @@ from wavelens import (
     StageError,
     TrainSpec,
     hookimpl,
+    save_figure,
 )
 
 from .networks import CiwGAN
@@ -172,7 +173,6 @@ def plot_history(path: Path, history: list[dict], chance: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from wavelens import atomic_write
 
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
@@ -188,9 +188,7 @@ def plot_history(path: Path, history: list[dict], chance: float) -> None:
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # -- several processes -------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wavelens import atomic_write
+from wavelens import save_figure
 
 
 def plot_training(path: Path, history: list[dict], validations: list[dict]) -> None:
@@ -32,6 +32,4 @@ def plot_training(path: Path, history: list[dict], validations: list[dict]) -> N
     pesq.set_ylabel("wideband PESQ")
     pesq.set_title("validation (test files)")
     fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

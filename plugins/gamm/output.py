@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wavelens import write_csv, write_json
+from wavelens import save_figure, write_csv, write_json
 
 
 def _p_text(p: float | None) -> str:
@@ -122,8 +122,7 @@ def plot(result: dict[str, Any], folder: Path, title: str = "") -> list[str]:
     )
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    figure.savefig(folder / "curves.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, folder / "curves.png", dpi=120)
     names = ["curves.png"]
     differences = pd.DataFrame(result["differences"])
     if len(differences):
@@ -144,8 +143,7 @@ def plot(result: dict[str, Any], folder: Path, title: str = "") -> list[str]:
             axis.axis("off")
         figure.suptitle("difference curves; red: band excludes 0", fontsize=9)
         figure.tight_layout()
-        figure.savefig(folder / "differences.png", dpi=120)
-        plt.close(figure)
+        save_figure(figure, folder / "differences.png", dpi=120)
         names.append("differences.png")
     return names
 
@@ -175,8 +173,7 @@ def plot_raw(data: pd.DataFrame, folder: Path, response: str, time: str, factor:
     axis.set_title(title or f"raw values by {factor}", fontsize=9)
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
-    figure.savefig(folder / "raw.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, folder / "raw.png", dpi=120)
     return "raw.png"
 
 
@@ -257,6 +254,5 @@ def plot_layers(results: dict[str, dict[str, Any]], folder: Path) -> str:
     for axis in list(axes.flat)[count:]:
         axis.axis("off")
     figure.tight_layout()
-    figure.savefig(folder / "layers.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, folder / "layers.png", dpi=120)
     return "layers.png"

@@ -34,6 +34,7 @@ from wavelens import (
     atomic_write,
     collate_items,
     hookimpl,
+    save_figure,
     write_json,
 )
 
@@ -233,9 +234,7 @@ class FeatureMapAverage(Probe):
                     ax.set_xlim(0, t[-1])
                 fig.tight_layout()
                 path = f"figures/{_safe(str(items[index].get('token', index)))}.png"
-                with atomic_write(ctx.workdir / path, "wb") as handle:
-                    fig.savefig(handle, format="png", dpi=90)
-                plt.close(fig)
+                save_figure(fig, ctx.workdir / path, dpi=90)
                 written.append((f"{word}: {items[index].get('token', index)}", path))
         return written
 

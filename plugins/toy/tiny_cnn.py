@@ -18,6 +18,7 @@ from wavelens import (
     TrainSpec,
     atomic_write,
     hookimpl,
+    save_figure,
 )
 
 
@@ -119,9 +120,7 @@ class TinyCNNModel(Model):
         ax.set_ylabel("cross-entropy")
         ax.set_title("tiny_cnn training loss")
         fig.tight_layout()
-        with atomic_write(ctx.workdir / "loss.png", "wb") as handle:
-            fig.savefig(handle, format="png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, ctx.workdir / "loss.png", dpi=100)
         final = f"{history[-1][1]:.4f}" if history else "n/a"
         ctx.write_report(
             f"Trained with Adam (lr {self.params.learning_rate}); final logged loss {final}.\n\n"
