@@ -6,7 +6,6 @@ exported here.
 
 from .audio import (
     AUDIO_SUFFIXES,
-    AudioError,
     audio_channels,
     peak_normalize,
     read_audio,
@@ -40,6 +39,7 @@ from .console import console, get_logger, progress
 from .contributions import KINDS, Contribution, Kind, Params
 from .device import Placement, resolve_placement
 from .errors import (
+    AudioError,
     DeviceError,
     PluginError,
     RunInterrupted,

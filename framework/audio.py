@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from .errors import WavelensError
+from .errors import AudioError
 from .io import atomic_write
 
 __all__ = [
@@ -31,15 +31,6 @@ __all__ = [
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".nist")
 """File suffixes (lower case) that wavelens datasets treat as audio."""
-
-
-class AudioError(WavelensError):
-    """An audio file cannot be used; the message names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def read_audio(

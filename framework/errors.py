@@ -7,6 +7,7 @@ bug. The message of each error says what was wrong, where, and what was expected
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ __all__ = [
     "PluginError",
     "DeviceError",
     "StageError",
+    "AudioError",
     "RunInterrupted",
 ]
 
@@ -82,7 +84,18 @@ class DeviceError(WavelensError):
 
 
 class StageError(WavelensError):
-    """A stage of a run failed in a way the user can act on."""
+    """A stage of a run failed in a way the user can act on: the error a plugin
+    raises for a problem with its input, its parameters or its data (the message
+    says what was wrong and what was expected)."""
+
+
+class AudioError(WavelensError):
+    """An audio file cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
 
 
 class RunInterrupted(WavelensError):
