@@ -58,7 +58,7 @@ def test_enhance_and_evaluate_account_for_every_file(specs):
         started = time.perf_counter()
         code = main(["enhance", str(folder), "-o", str(Path(scratch) / "out"), "--checkpoint", str(SHIPPED),
                      "--device", "cpu"])
-        rows = list(csv.DictReader((Path(scratch) / "out" / "enhance.csv").open()))
+        rows = list(csv.DictReader((Path(scratch) / "out" / "enhance.csv").read_text().splitlines()))
         assert sorted(Path(r["file"]).name for r in rows) == sorted(p.name for p in paths)
         assert code == (0 if all(r["outcome"] == "enhanced" for r in rows) else 1)
         for row in rows:
@@ -71,7 +71,7 @@ def test_enhance_and_evaluate_account_for_every_file(specs):
                 assert row["reason"]
         code = main(["evaluate", "--reference", str(folder), "--estimate", str(folder), "--metrics", "stoi",
                      "--workers", "1", "--out", str(Path(scratch) / "scores")])
-        scored = list(csv.DictReader((Path(scratch) / "scores" / "scores.csv").open()))
+        scored = list(csv.DictReader((Path(scratch) / "scores" / "scores.csv").read_text().splitlines()))
         assert sorted(r["file"] for r in scored) == sorted(p.name for p in paths)
         assert code == (0 if all(r["status"] == "ok" for r in scored) else 1)
         assert all(r["status"] == "ok" or r["reason"] for r in scored)
