@@ -183,14 +183,22 @@ def _variant_row(name: str, run_dir: Path) -> dict:
             overall = record["overall"][0]
             row.update({k: v for k, v in overall.items() if k != "set"})
         else:
-            declared = [c["key"] for c in row["_columns"]]
-            for result in record.get("results", []):
-                value = result["value"]
-                if isinstance(value, dict):
-                    row.update({column_for(result["metric"], k, declared): v for k, v in value.items()})
-                else:
-                    row[result["metric"]] = value
+            row["_results"] = record.get("results", [])
     return row
+
+
+def _expand_results(rows: list[dict]) -> None:
+    """Put each variant's metric results into its row, under the columns the
+    metrics declare. A run written before metrics declared their columns takes the
+    declarations of the other variants' runs, so that its values share their columns."""
+    declared = {c["key"] for row in rows for c in row.get("_columns", [])}
+    for row in rows:
+        for result in row.pop("_results", []):
+            value = result["value"]
+            if isinstance(value, dict):
+                row.update({column_for(result["metric"], k, declared): v for k, v in value.items()})
+            else:
+                row[result["metric"]] = value
 
 
 BOOKKEEPING = {"variant", "run", "parameters", "files", "scored"}
@@ -319,6 +327,7 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
     ``table_grouped.csv``, ``report.md`` and ``report.html`` in ``folder``, linking
     each run's own report."""
     rows = [_variant_row(name, Path(run)) for name, run in runs.items()]
+    _expand_results(rows)
     group_header, group_rows, group_records = grouped_comparison(rows)
     by = next((row["_by"] for row in rows if row.get("_grouped")), [])
     present = {k for row in rows for k in row if not k.startswith("_")} - BOOKKEEPING

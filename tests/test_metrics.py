@@ -373,3 +373,16 @@ def test_digitally_silent_frames_have_no_lpc_model_and_no_warning():
     silent = np.isnan(values)
     assert 0 < silent.sum() < 0.05 * len(values)  # only the silent frames
     assert np.isfinite(values[~silent]).all() and np.isfinite(trimmed_mean(values))
+
+
+def test_a_comparison_names_every_variants_values_by_the_declared_columns():
+    from wavelens.report import _expand_results
+
+    declared = [{"key": "cbak", "label": "CBAK", "digits": 2, "rank": 30}]
+    result = [{"metric": "composite", "value": {"cbak": 3.0, "llr": 0.5}},
+              {"metric": "vad", "value": {"accuracy": 0.9}}]
+    rows = [{"variant": "new", "_columns": declared, "_results": result},
+            {"variant": "old", "_results": result}]  # a run from before metrics declared columns
+    _expand_results(rows)
+    for row in rows:
+        assert row["cbak"] == 3.0 and row["composite_llr"] == 0.5 and row["vad_accuracy"] == 0.9

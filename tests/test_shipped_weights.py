@@ -94,7 +94,8 @@ def test_the_shipped_enhancer_reaches_its_manifests_figures_on_the_real_pairs(tm
 
 
 @pytest.mark.xfail(strict=True, reason="issue 17: the shipped CSM-VANet does not yet reach the noisy "
-                   "input's STOI on the real pairs (0.9313 against 0.9319; its manifest's note)")
+                   "input's STOI on the real pairs (0.9294 against 0.9319; docs/csm-vanet.md, "
+                   "'The shipped network')")
 def test_the_shipped_enhancer_beats_the_noisy_input_on_stoi_too():
     figures = _manifest(SHIPPED_ENHANCER)["figures"]
     assert figures["enhanced"]["stoi"] > figures["noisy"]["stoi"]
