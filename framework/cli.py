@@ -410,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         if first is not None and first not in CORE_COMMANDS:
             console.print(f"[red]error:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
             return 2
+        if first is None:  # --help: say why the plugins' commands are missing from it
+            console.print("[yellow]warning:[/] the plugins did not load, so their commands are not "
+                          f"listed: {escape(str(problem))}", highlight=False, soft_wrap=True)
     args = build_parser(registry).parse_args(argv)
     try:
         return args.func(args)

@@ -396,3 +396,8 @@ def test_when_a_plugin_fails_to_load_core_commands_still_say_so_and_plugin_comma
     assert "kaput" in capsys.readouterr().err
     assert main(["generate", str(tmp_path), "--code", "0"]) == 2
     assert "kaput" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    captured = capsys.readouterr()
+    assert "    validate" in captured.out and "    generate" not in captured.out
+    assert "their commands are not listed" in captured.err and "kaput" in captured.err
