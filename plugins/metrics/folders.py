@@ -125,7 +125,6 @@ def evaluate_folders(
     pairs, notes = pair_files(Path(reference), Path(estimate))
     workers = max(1, min(workers or os.cpu_count() or 1, len(pairs)))
     wrap = progress or (lambda items, **_: items)
-    rows: list[dict[str, Any]] = []
 
     def scored(score) -> Iterable[dict[str, Any]]:
         for start in range(0, len(pairs), CHUNK):
