@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from pydantic import ValidationError
 
 from wavelens import StageError, WavelensError
-from wavelens.plugins.noisy_speech.mixtures import coloured_noise, mix_at_snr
+from wavelens.plugins.noisy_speech.mixtures import MixtureParams, coloured_noise, mix_at_snr
 from wavelens.plugins.noisy_speech.vad import frame_energy_db, vad_labels
 
 from conftest import SHARED_DATA, prepare_data
@@ -27,6 +28,11 @@ def bursts(length: int, spans: list[tuple[int, int]], rate: int = RATE, seed: in
     for start, end in spans:
         signal[start:end] = 0.3 * rng.standard_normal(end - start).clip(-3, 3) / 3
     return signal
+
+
+def tsv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def skipped(stage: Path) -> dict[str, str]:
@@ -217,6 +223,36 @@ def test_mixtures_are_reproducible_and_reused_within_a_run(tmp_path):
     a = sf.read(stage_a / "mixtures" / "noisy_testset_wav" / f"{name}.wav")[0]
     b = sf.read(stage_b / "mixtures" / "noisy_testset_wav" / f"{name}.wav")[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_recordings_join_the_training_speech_and_can_be_the_test_speech(tmp_path):
+    clean, noise = make_sources(tmp_path)
+    talk = tmp_path / "recordings"
+    write(talk / "long_talk.wav", bursts(48000 * 5, [(0, 48000 * 5)], seed=20), 48000)
+    write(talk / "other_talk.wav", bursts(16000 * 4, [(0, 16000 * 4)], seed=21), RATE)
+    base = MIXTURE_PARAMS.format(clean=clean, noise=noise).replace("n_train: 8", "n_train: 40")
+    params = (base + f", train_recordings: [{talk / 'long_talk.wav'}], train_recordings_share: 0.5, "
+              f"test_recordings: [{talk / 'other_talk.wav'}, {talk / 'long_talk.wav'}]")
+    splits, stage = prepare_data(tmp_path / "with", "noisy_mixtures", params)
+    sources = tsv_rows(stage / "mixtures" / "sources.tsv")
+    train = [row["clean_source"] for row in sources if row["name"].startswith("train")]
+    test = {row["name"].split("_snr")[0]: row["clean_source"] for row in sources
+            if row["name"].startswith("test")}
+    from_recording = sum(source.endswith("long_talk.wav") for source in train)
+    assert 10 <= from_recording <= 30 and len(train) == 40
+    assert [Path(test[key]).name for key in sorted(test)] == ["other_talk.wav", "long_talk.wav"]
+    long_clips = [item["clean"] for item in splits["test"] if "test_00001" in item["name"]]
+    assert len(long_clips) == 5  # one clip at every test SNR (scaled down where it would clip)
+    assert all(torch.corrcoef(torch.cat([long_clips[0], c]))[0, 1] > 0.9999 for c in long_clips)
+
+    # Unused, the recordings stay out of the parameters' dump, so the stage keys of specs
+    # written before they existed do not change.
+    assert "train_recordings" not in MixtureParams().model_dump()
+
+
+def test_a_missing_recording_is_refused_by_name(tmp_path):
+    with pytest.raises(ValidationError, match="train_recordings: .*nowhere.wav is not a file"):
+        MixtureParams(train_recordings=[tmp_path / "nowhere.wav"])
 
 
 def test_unknown_held_out_noise_is_named(tmp_path):

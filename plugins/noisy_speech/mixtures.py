@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from wavelens import (
     AUDIO_SUFFIXES,
@@ -73,12 +73,46 @@ class MixtureParams(PairParams):
     test_snrs_db: list[float] = Field([-5.0, 0.0, 5.0, 10.0, 15.0], min_length=1,
                                       description="test SNRs")
     clip_seconds: float = Field(4.0, gt=0, description="length of every clip")
+    train_recordings: list[SpecPath] = Field(
+        [], description="recordings of clean speech whose random clips join the training speech "
+        "(e.g. real voices beside synthesised ones)"
+    )
+    train_recordings_share: float = Field(
+        0.25, ge=0, le=1,
+        description="share of the training mixtures whose clean clip comes from train_recordings",
+    )
+    test_recordings: list[SpecPath] | None = Field(
+        None, description="recordings whose random clips are the test utterances, instead of "
+        "held-out corpus files (n_test_utterances clips, taking the files in turn)"
+    )
 
     @model_validator(mode="after")
     def _ordered_range(self) -> MixtureParams:
         if self.train_snr_db[0] > self.train_snr_db[1]:
             raise ValueError("train_snr_db must be (low, high)")
         return self
+
+    @model_validator(mode="after")
+    def _recordings_exist(self) -> MixtureParams:
+        for field in ("train_recordings", "test_recordings"):
+            for path in getattr(self, field) or []:
+                if not Path(path).is_file():
+                    raise ValueError(f"{field}: {path} is not a file")
+        if self.test_recordings == []:
+            raise ValueError("test_recordings is empty; leave it out to use held-out corpus files")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_recordings(self, handler: Any) -> dict[str, Any]:
+        # The recordings came after networks were trained and shipped: while unused they
+        # stay out of the dump, and so out of the stage keys, which older specs keep.
+        data = handler(self)
+        if not self.train_recordings:
+            data.pop("train_recordings", None)
+            data.pop("train_recordings_share", None)
+        if self.test_recordings is None:
+            data.pop("test_recordings", None)
+        return data
 
 
 def coloured_noise(kind: str, samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -278,6 +312,7 @@ class NoisyMixtures(PairedSpeech):
         noises = self._noises(ctx)
         names = sorted(noises)
         rng = np.random.default_rng([ctx.seed, 3])
+        choice_rng = np.random.default_rng([ctx.seed, 4])
         if params.test_noises is not None:
             unknown = sorted(set(params.test_noises) - set(names))
             if unknown:
@@ -286,6 +321,9 @@ class NoisyMixtures(PairedSpeech):
             held_out = sorted(params.test_noises)
         else:
             held_out = sorted(rng.choice(names, max(1, len(names) // 3), replace=False).tolist())
+        if params.test_recordings is not None:
+            test_files = [Path(p) for p in params.test_recordings]
+        recordings = [Path(p) for p in params.train_recordings]
         train_noises = [n for n in names if n not in held_out]
         if not train_noises:
             raise WavelensError("every noise is held out for test; none is left for training")
@@ -293,12 +331,19 @@ class NoisyMixtures(PairedSpeech):
 
         plan: list[dict[str, Any]] = []
         for index in range(params.n_train):
+            # A separate stream decides corpus file or recording, so that a spec without
+            # recordings draws exactly the mixtures it drew before they existed.
+            sources = (recordings if recordings and choice_rng.random() < params.train_recordings_share
+                       else train_files)
             plan.append({"split": "train", "name": f"train_{index:05d}",
-                         "clean": train_files[int(rng.integers(len(train_files)))],
+                         "clean": sources[int(rng.integers(len(sources)))],
                          "noise": train_noises[int(rng.integers(len(train_noises)))],
                          "snr_db": round(float(rng.uniform(*params.train_snr_db)), 2),
                          "seed": int(rng.integers(2**31))})
-        chosen = rng.permutation(len(test_files))[: params.n_test_utterances]
+        if params.test_recordings is not None:  # clips at their own offsets, files in turn
+            chosen = np.arange(params.n_test_utterances) % len(test_files)
+        else:
+            chosen = rng.permutation(len(test_files))[: params.n_test_utterances]
         for index, file_index in enumerate(chosen):
             noise = held_out[index % len(held_out)]
             seed = int(rng.integers(2**31))
