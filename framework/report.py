@@ -334,12 +334,13 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
     columns = _layout(rows, present)
     group_columns = _layout(rows, {k for row in rows for g in row.get("_grouped", []) for k in g})
     rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
-    header = ["variant", "#Param.", *(c["label"] for c in columns), "files scored"]
+    counted = any("scored" in row for row in rows)  # stages that group items count them
+    header = ["variant", "#Param.", *(c["label"] for c in columns), *(["files scored"] if counted else [])]
     cells = []
     for row in rows:
-        scored = f"{row['scored']} of {row['files']}" if "scored" in row else "–"
+        scored = [f"{row['scored']} of {row['files']}" if "scored" in row else "–"] if counted else []
         cells.append([row["variant"], parameter_count(row.get("parameters")),
-                      *(format_value(row.get(c["key"]), c.get("digits")) for c in columns), scored])
+                      *(format_value(row.get(c["key"]), c.get("digits")) for c in columns), *scored])
     table = markdown_table(header, cells)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / "table.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))

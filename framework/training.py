@@ -6,6 +6,14 @@ network (:meth:`~TrainingLoop.extra_state` / :meth:`~TrainingLoop.load_extra_sta
 optimisers, schedulers, random generators, data order). The loop does the rest, the
 same way for every model:
 
+* takes its settings from the stage and the spec (:meth:`~TrainingLoop.from_context`,
+  or ``context=ctx, train=train``): the folder, device and precision, processes,
+  logger, progress bar, steps, checkpoint and log intervals;
+* owns precision and the optimiser step: :meth:`~TrainingLoop.autocast` around the
+  forward pass, :meth:`~TrainingLoop.backward` on the loss (scaled by a gradient
+  scaler where fp16 needs one) and :meth:`~TrainingLoop.step` for the optimisers
+  (gradients averaged over the processes, unscaled, the step skipped when they
+  overflowed, the scale updated);
 * checkpoints the network itself (the ``network`` given to ``__init__``, or else the
   loop's ``self.network``) and restores it before :meth:`~TrainingLoop.load_extra_state`;
 * resumes from the newest checkpoint in ``workdir/checkpoints`` (a stage interrupted
@@ -16,24 +24,23 @@ same way for every model:
 * averages the logged values over each ``log_every`` window into ``history``;
 * saves a checkpoint every ``checkpoint_every`` steps and at the end;
 * turns SIGINT/SIGTERM into "finish this step, save, raise :class:`RunInterrupted`";
-* under several processes (torchrun, or a model's own spawn), averages gradients with
-  :meth:`~TrainingLoop.average_gradients` and records every replica's parameter
-  checksum in each checkpoint, so diverging replicas are noticed.
+* under torchrun, records every replica's parameter checksum in each checkpoint, so
+  diverging replicas are noticed.
 
 Example::
 
     class MyLoop(TrainingLoop):
-        def __init__(self, network, data, **settings):
-            super().__init__(network=network, **settings)
-            self.network, self.data = network, data
-            self.optimizer = torch.optim.AdamW(network.parameters())
+        def __init__(self, *, data, **settings):
+            super().__init__(**settings)
+            self.data = data
+            self.optimizer = torch.optim.AdamW(self.network.parameters())
 
         def train_step(self, step):
-            loss = self.network(next(self.data)).mean()
+            with self.autocast():
+                loss = self.network(next(self.data)).mean()
             self.optimizer.zero_grad()
-            loss.backward()
-            self.average_gradients(self.network.parameters())
-            self.optimizer.step()
+            self.backward(loss)
+            self.step(self.optimizer)
             return {"loss": loss.detach()}
 
         def extra_state(self):  # the network is the loop's to checkpoint
@@ -42,8 +49,8 @@ Example::
         def load_extra_state(self, state):
             self.optimizer.load_state_dict(state["optimizer"])
 
-    history = MyLoop(net, batches, workdir=ctx.workdir, steps=1000, log=ctx.log,
-                     progress=ctx.progress).run()
+    # in the model's train(network, ctx, train):
+    history = MyLoop.from_context(ctx, train, network=network, data=batches).run()
 """
 
 from __future__ import annotations
@@ -56,13 +63,18 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
+from .device import Placement, resolve_placement
 from .errors import RunInterrupted, StageError
 from .io import CheckpointManager
+
+if TYPE_CHECKING:
+    from .components import StageContext
+    from .spec import TrainSpec
 
 __all__ = ["TrainingLoop", "deferred_interrupts"]
 
@@ -91,45 +103,79 @@ class TrainingLoop(ABC):
     """Steps ``1..steps`` with resumption, logging, checkpoints and interrupts.
 
     Args:
+        network: the network the loop trains, available as ``self.network``; its
+            weights go into every checkpoint (under ``"network"``) and come back on
+            resume. Without it the loop uses ``self.network`` when the subclass sets one.
+        steps: the last step (a resumed loop starts after its checkpoint's step);
+            default ``train.steps``.
+        context: the stage's :class:`~wavelens.StageContext`: gives ``workdir``,
+            ``placement``, ``rank``, ``world``, ``log`` and ``progress``.
+        train: the spec's :class:`~wavelens.TrainSpec`: gives ``steps``,
+            ``checkpoint_every``, ``keep_checkpoints``, ``log_every`` and ``on_nonfinite``.
         workdir: the model stage's folder; checkpoints go to ``workdir/checkpoints``.
-        network: the network the loop trains; its weights go into every checkpoint
-            (under ``"network"``) and come back on resume. Without it the loop uses
-            ``self.network`` when the subclass sets one.
-        steps: the last step (a resumed loop starts after its checkpoint's step).
+        placement: the device and precision (default: the CPU in fp32).
         checkpoint_every, keep_checkpoints, log_every: as in the spec's ``train``.
         rank, world: this process and the number of processes; rank 0 alone writes.
         log: a logger (messages on rank 0 only), or None.
         on_nonfinite: when a logged value of a step is NaN or infinite: ``"stop"``
             (raise :class:`StageError` naming the step; no checkpoint of the diverged
-            network is written) or
-            ``"warn"`` (log a warning once and go on); the spec's
-            ``train.on_nonfinite``.
+            network is written) or ``"warn"`` (log a warning once and go on); the
+            spec's ``train.on_nonfinite``.
         progress: ``ctx.progress`` (or None for no bar).
         description: the progress bar's label.
+
+    An argument given explicitly wins over the value ``context`` or ``train`` gives.
     """
 
-    def __init__(self, *, workdir: Path, steps: int, network: torch.nn.Module | None = None,
-                 checkpoint_every: int = 1000,
-                 keep_checkpoints: int = 3, log_every: int = 50, rank: int = 0, world: int = 1,
+    def __init__(self, *, network: torch.nn.Module | None = None, steps: int | None = None,
+                 context: StageContext | None = None, train: TrainSpec | None = None,
+                 workdir: Path | None = None, placement: Placement | None = None,
+                 checkpoint_every: int | None = None, keep_checkpoints: int | None = None,
+                 log_every: int | None = None, rank: int | None = None, world: int | None = None,
                  log: Any = None, progress: Callable[..., Iterator] | None = None,
-                 description: str = "steps", on_nonfinite: str = "stop"):
+                 description: str = "steps", on_nonfinite: str | None = None):
+        def pick(value: Any, source: Any, name: str, default: Any) -> Any:
+            if value is not None:
+                return value
+            return getattr(source, name) if source is not None else default
+
+        if steps is None:
+            if train is None:
+                raise TypeError("give steps=..., or train=... (the spec's train settings)")
+            steps = train.required_steps(type(self).__name__)
+        workdir = pick(workdir, context, "workdir", None)
+        if workdir is None:
+            raise TypeError("give workdir=..., or context=... (the stage's context)")
         self.workdir = Path(workdir)
         self.steps = steps
-        self.checkpoint_every = checkpoint_every
-        self.log_every = log_every
-        self.rank, self.world = rank, world
-        self.log = log
-        self.progress = progress
+        self.checkpoint_every = pick(checkpoint_every, train, "checkpoint_every", 1000)
+        self.log_every = pick(log_every, train, "log_every", 50)
+        self.rank, self.world = pick(rank, context, "rank", 0), pick(world, context, "world", 1)
+        self.log = pick(log, context, "log", None)
+        self.progress = pick(progress, context, "progress", None)
+        self.placement: Placement = pick(placement, context, "placement", None) or resolve_placement("cpu")
+        self.scaler = self.placement.grad_scaler()
         self.description = description
         self.history: list[dict[str, float]] = []
-        self.checkpoints = CheckpointManager(self.workdir / "checkpoints", keep=keep_checkpoints)
+        self.checkpoints = CheckpointManager(self.workdir / "checkpoints",
+                                             keep=pick(keep_checkpoints, train, "keep_checkpoints", 3))
         self._network = network
+        if network is not None:
+            self.network = network
+        on_nonfinite = pick(on_nonfinite, train, "on_nonfinite", "stop")
         if on_nonfinite not in ("stop", "warn"):
             raise ValueError(f"on_nonfinite must be 'stop' or 'warn', not {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self._warned_nonfinite = False
         self._started = 0.0
         self._done_here = 0
+
+    @classmethod
+    def from_context(cls, context: StageContext, train: TrainSpec, **arguments: Any) -> TrainingLoop:
+        """The loop with its settings from the stage and the spec's ``train``;
+        ``arguments`` go to the subclass's ``__init__`` (``network=``, the data, the
+        optimiser settings; any setting given here wins)."""
+        return cls(context=context, train=train, **arguments)
 
     # -- what a model says --------------------------------------------------------------
 
@@ -172,6 +218,36 @@ class TrainingLoop(ABC):
             shown = [(k, v) for k, v in self.history[-1].items() if k not in ("step", "steps_per_s")][:3]
             text += "  " + "  ".join(f"{k} {v:.3f}" for k, v in shown)
         return text
+
+    # -- precision and the step -----------------------------------------------------------
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's autocast for the run's device and precision (a no-op in
+        fp32)."""
+        return self.placement.autocast()
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` times the gradient scaler's scale (itself where no scaling is
+        needed): for gradients taken with ``torch.autograd.grad``, which
+        :meth:`step` then unscales like those of :meth:`backward`."""
+        return self.scaler.scale(loss)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss``, scaled where fp16 needs it."""
+        self.scaler.scale(loss).backward()
+
+    def step(self, *optimizers: torch.optim.Optimizer, update: bool = True) -> None:
+        """Step each optimiser: its parameters' gradients averaged over the processes,
+        unscaled, and the step skipped if they are not finite (fp16 with a gradient
+        scaler). Then the scaler's scale is updated, unless ``update=False``: give it
+        when more optimisers follow in the same step whose gradients were scaled with
+        the same scale (every optimiser stepped between two updates must have its
+        gradients from that scale)."""
+        for optimizer in optimizers:
+            self.average_gradients(p for group in optimizer.param_groups for p in group["params"])
+            self.scaler.step(optimizer)
+        if update:
+            self.scaler.update()
 
     # -- shared machinery ---------------------------------------------------------------
 
@@ -229,6 +305,8 @@ class TrainingLoop(ABC):
     def save(self, step: int) -> None:
         """Checkpoint ``step`` (rank 0 writes; every rank's checksum is recorded)."""
         state = {"step": step, "history": self.history, **self.extra_state()}
+        if self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
         network = self.trained_network()
         if network is not None:
             state["network"] = network.state_dict()
@@ -256,6 +334,8 @@ class TrainingLoop(ABC):
                                  "resuming would start from fresh weights. Move it aside to start over.")
             network.load_state_dict(state["network"])
         self.load_extra_state(state)
+        if self.scaler.is_enabled() and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.history = list(state.get("history", []))
         return step
 

@@ -112,3 +112,82 @@ def test_on_nonfinite_does_not_change_the_model_stage_key():
     keys = [next(p.key for p in plan_stages(load_spec_text(text % how)) if p.name == "model")
             for how in ("stop", "warn")]
     assert keys[0] == keys[1]
+
+
+# -- settings from the stage, precision and the step --------------------------------------
+
+
+def test_a_loop_takes_its_settings_from_the_stage_and_the_spec(tmp_path):
+    import logging
+
+    from wavelens import StageContext, TrainSpec, resolve_placement
+
+    ctx = StageContext(stage="model", workdir=tmp_path, placement=resolve_placement("cpu"), seed=3,
+                       log=logging.getLogger("wavelens.test"), spec_dir=tmp_path)
+    train = TrainSpec(steps=7, batch_size=1, checkpoint_every=3, keep_checkpoints=2, log_every=2,
+                      on_nonfinite="warn")
+    loop = GuideLoop.from_context(ctx, train, network=_network(0))
+    assert (loop.steps, loop.checkpoint_every, loop.log_every, loop.on_nonfinite) == (7, 3, 2, "warn")
+    assert loop.workdir == tmp_path and loop.placement is ctx.placement and loop.log is ctx.log
+    assert loop.checkpoints.keep == 2 and (loop.rank, loop.world) == (0, 1)
+    assert GuideLoop.from_context(ctx, train, network=_network(0), steps=4).steps == 4  # given wins
+    loop.run()
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == [
+        "ckpt-000000006.pt", "ckpt-000000007.pt"]
+
+
+def _fp16_cpu():
+    from wavelens import Placement
+
+    return Placement(torch.device("cpu"), "fp16", "cpu", "fp16")
+
+
+class HalfLoop(TrainingLoop):
+    """fp16 autocast on the CPU; ``gain`` sets the size of the gradients."""
+
+    def __init__(self, *, gain: float, **settings):
+        super().__init__(**settings)
+        self.gain = gain
+        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=1e6)
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            output = self.network(torch.ones(2, 4))
+        loss = (output.float() * self.gain).sum()
+        self.optimizer.zero_grad()
+        self.backward(loss)
+        self.step(self.optimizer)
+        return {"loss": loss.detach()}
+
+    def extra_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def test_fp16_gradients_are_scaled_so_that_small_ones_do_not_vanish(tmp_path):
+    torch.manual_seed(0)
+    network = torch.nn.Linear(4, 1)
+    before = network.weight.detach().clone()
+    HalfLoop(gain=1e-9, network=network, placement=_fp16_cpu(), workdir=tmp_path, steps=1).run()
+    # d loss / d weight = 2e-9 per entry, below fp16's smallest number: unscaled, it is 0.
+    torch.testing.assert_close(network.weight.detach() - before, torch.full((1, 4), -2e-3), rtol=2e-3,
+                               atol=0)
+    plain = torch.nn.Linear(4, 1)
+    with torch.autocast("cpu", dtype=torch.float16):
+        output = plain(torch.ones(2, 4))
+    (output.float() * 1e-9).sum().backward()
+    assert not plain.weight.grad.any()
+
+
+def test_an_overflowing_fp16_step_is_skipped_and_the_scale_is_checkpointed(tmp_path):
+    torch.manual_seed(0)
+    network = torch.nn.Linear(4, 1)
+    before = network.weight.detach().clone()
+    loop = HalfLoop(gain=1.0, network=network, placement=_fp16_cpu(), workdir=tmp_path, steps=1)
+    loop.run()  # gradient 2 times the initial scale 65536 overflows fp16: step skipped
+    assert torch.equal(network.weight.detach(), before) and loop.scaler.get_scale() == 32768
+    resumed = HalfLoop(gain=1.0, network=torch.nn.Linear(4, 1), placement=_fp16_cpu(),
+                       workdir=tmp_path, steps=1)
+    assert resumed.restore() == 1 and resumed.scaler.get_scale() == 32768

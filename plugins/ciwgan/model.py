@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from wavelens import (
-    CheckpointManager,
     Contribution,
     Model,
     Params,
-    Placement,
     StageContext,
     StageError,
     TrainSpec,
@@ -43,10 +37,19 @@ class CiwGANParams(Params):
     q_weight: float = Field(1.0, ge=0, description="weight of the Q loss")
     sample_every: int = Field(500, ge=1, description="write one WAV per code every this many steps")
     sample_value: float = Field(1.0, description="code value of the periodic samples")
-    processes: int = Field(1, ge=1, description="training processes (one per GPU on CUDA; gloo on CPU)")
     sample_rate: int = Field(16000, description="rate of the audio (generated files are written at it)")
     cuda_convs: Literal["gemm", "cudnn"] = Field(
         "gemm", description="how the convs run on CUDA (the same function; see docs/ciwgan.md)")
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _processes_moved_to_torchrun(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "processes" in data:
+            raise ValueError(
+                "processes is no longer a model parameter: launch several processes with torchrun "
+                "(torchrun --nproc_per_node=N -m wavelens.cli run SPEC; docs/ciwgan.md)")
+        return data
 
 
 class FiwGANParams(CiwGANParams):
@@ -71,7 +74,7 @@ class CiwGANModel(Model):
             gp_weight=p.gp_weight, lr=p.lr, q_lr=p.q_lr, q_weight=p.q_weight,
             checkpoint_every=train.checkpoint_every, keep_checkpoints=train.keep_checkpoints,
             log_every=train.log_every, sample_every=p.sample_every, sample_value=p.sample_value,
-            seed=seed, processes=p.processes, on_nonfinite=train.on_nonfinite,
+            seed=seed, on_nonfinite=train.on_nonfinite,
         )
 
     def training_audio(self, ctx: StageContext) -> tuple[torch.Tensor, int]:
@@ -98,17 +101,9 @@ class CiwGANModel(Model):
         config.sample_rate = rate
         ctx.log.info("training on %d real tokens; %d generator steps of batch %d", len(audio),
                      config.steps, config.batch_size)
-        if config.processes > 1:
-            if ctx.world > 1:
-                raise StageError("give processes: 1 when launching with torchrun; torchrun starts "
-                                 "the processes")
-            history = train_distributed(network, config, ctx.placement, ctx.workdir, audio)
-        else:  # one process, or one rank of a torchrun launch
-            trainer = GANTrainer(network, config, ctx.placement, ctx.workdir, rank=ctx.rank,
-                                 world=ctx.world, log=ctx.log, progress=ctx.progress)
-            history = trainer.train(audio)
-            if ctx.rank != 0:
-                return
+        history = GANTrainer(network, config, context=ctx).train(audio)
+        if ctx.rank != 0:
+            return
         write_history(ctx.workdir / "losses.csv", history)
         self._report(ctx, history, len(audio))
 
@@ -189,49 +184,6 @@ def plot_history(path: Path, history: list[dict], chance: float) -> None:
         ax.set_xlabel("step")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
-
-
-# -- several processes -------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, state: dict, params: dict, config: GANConfig,
-            placement: Placement, workdir: str, audio: torch.Tensor) -> None:
-    cuda = placement.device.type == "cuda"
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
-                            rank=rank, world_size=world)
-    try:
-        if cuda:
-            torch.cuda.set_device(rank)
-            placement = dataclasses.replace(placement, device=torch.device("cuda", rank))
-        network = CiwGAN(**params)
-        network.load_state_dict(state)
-        trainer = GANTrainer(network, config, placement, Path(workdir), rank=rank, world=world)
-        trainer.train(audio)
-        # Leave together: a peer that destroys the group while this one still holds it
-        # can abort this process at exit ("terminate called without an active exception").
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def train_distributed(network: CiwGAN, config: GANConfig, placement: Placement, workdir: Path,
-                      audio: torch.Tensor) -> list[dict]:
-    """Train in ``config.processes`` processes; load the result into ``network``."""
-    world = config.processes
-    if placement.device.type == "cuda" and torch.cuda.device_count() < world:
-        raise StageError(f"processes: {world} needs {world} GPUs; this machine has "
-                         f"{torch.cuda.device_count()}")
-    mp.spawn(_worker, args=(world, _free_port(), network.state_dict(), network.arguments, config, placement,
-                            str(workdir), audio), nprocs=world, join=True)
-    step, state = CheckpointManager(workdir / "checkpoints").latest()
-    network.load_state_dict(state["network"])
-    return state["history"]
 
 
 @hookimpl

@@ -15,12 +15,13 @@ comes from generators stored in each checkpoint, so a resumed run continues exac
 as an uninterrupted one would. SIGINT/SIGTERM end the current step, save a
 checkpoint and stop.
 
-With ``processes > 1`` the trainer runs in that many processes (gloo on CPU, NCCL on
-CUDA, one GPU each): each takes ``batch_size / processes`` of every batch, and the
-gradients are averaged across processes before every optimizer step, which keeps
-the replicas identical. (``DistributedDataParallel``'s wrapper cannot be used here:
-it does not support ``torch.autograd.grad``, which the gradient penalty and the
-separate G and Q gradients need; the explicit all-reduce does what it would.)
+Launched with torchrun, every process takes ``batch_size / processes`` of every
+batch, and the core's loop averages the gradients across processes before every
+optimizer step, which keeps the replicas identical. (``DistributedDataParallel``'s
+wrapper cannot be used here: it does not support ``torch.autograd.grad``, which the
+gradient penalty and the separate G and Q gradients need; the explicit all-reduce
+does what it would.) Under fp16 the loop's gradient scaler scales every loss, the
+gradient penalty's inner gradient included.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 
 from wavelens import (
     Placement,
+    StageContext,
     StageError,
     TrainingLoop,
     write_audio,
@@ -69,7 +71,6 @@ class GANConfig:
     sample_value: float = 1.0
     sample_rate: int = 16000
     seed: int = 0
-    processes: int = 1
     on_nonfinite: str = "stop"
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -120,10 +121,20 @@ def q_loss(logits: torch.Tensor, target: torch.Tensor, code: str) -> torch.Tenso
 
 
 def gradient_penalty(critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     alpha: torch.Tensor) -> torch.Tensor:
-    """mean((‖∇D(x̂)‖₂ − 1)²) with x̂ = x + α(G(z) − x), the norm over (channel, time)."""
+                     alpha: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """mean((‖∇D(x̂)‖₂ − 1)²) with x̂ = x + α(G(z) − x), the norm over (channel, time).
+
+    With an enabled gradient scaler (fp16), the inner gradient is taken of the scaled
+    score and unscaled before the norm, as PyTorch's AMP recipe for gradient penalties
+    does, so that small gradients do not underflow in fp16."""
     mixed = (real + alpha * (fake - real)).requires_grad_(True)
-    gradient, = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    score = critic(mixed).sum()
+    if scaler is not None and scaler.is_enabled():
+        scale = scaler.get_scale()
+        gradient, = torch.autograd.grad(score * scale, mixed, create_graph=True)
+        gradient = gradient.float() / scale
+    else:
+        gradient, = torch.autograd.grad(score, mixed, create_graph=True)
     norm = gradient.float().flatten(1).norm(dim=1)
     return ((norm - 1.0) ** 2).mean()
 
@@ -133,18 +144,19 @@ class GANTrainer(TrainingLoop):
     The loop itself (resumption, logging, checkpoints, interrupts, gradient averaging)
     is the core's :class:`~wavelens.TrainingLoop`."""
 
-    def __init__(self, network: CiwGAN, config: GANConfig, placement: Placement, workdir: Path,
-                 rank: int = 0, world: int = 1, log: Any = None,
-                 progress: Callable[..., Iterator] | None = None):
-        super().__init__(workdir=workdir, steps=config.steps, network=network,
-                         checkpoint_every=config.checkpoint_every,
+    def __init__(self, network: CiwGAN, config: GANConfig, placement: Placement | None = None,
+                 workdir: Path | None = None, rank: int | None = None, world: int | None = None,
+                 log: Any = None, progress: Callable[..., Iterator] | None = None,
+                 context: StageContext | None = None):
+        super().__init__(context=context, workdir=workdir, placement=placement, steps=config.steps,
+                         network=network, checkpoint_every=config.checkpoint_every,
                          keep_checkpoints=config.keep_checkpoints, log_every=config.log_every,
                          rank=rank, world=world, log=log, progress=progress, description="GAN steps",
                          on_nonfinite=config.on_nonfinite)
+        placement, world = self.placement, self.world
         self.history = config.history
         self.net = network.to(placement.device)
         self.config = config
-        self.placement = placement
         self.device = placement.device
         self.data: torch.Tensor | None = None
         if config.batch_size % world:
@@ -158,7 +170,7 @@ class GANTrainer(TrainingLoop):
                                       betas=config.betas, fused=fused)
         self.opt_q = TFRMSprop([*q.parameters(), *generator.parameters()], lr=config.q_lr)
         # Every random draw has its own generator; each process its own stream.
-        base = config.seed * 1000 + rank
+        base = config.seed * 1000 + self.rank
         self.data_rng = torch.Generator().manual_seed(base + 1)
         # Latents and penalty mixes are drawn where they are used: on CUDA, a copy from
         # the CPU at every update would wait for the GPU and stop the CPU queueing ahead.
@@ -227,17 +239,16 @@ class GANTrainer(TrainingLoop):
         real = self.real_batch(data)
         z, _ = self.latent()
         alpha = torch.rand(self.local_batch, 1, 1, generator=self.latent_rng, device=self.device)
-        with self.placement.autocast():
+        with self.autocast():
             with torch.no_grad():
                 fake = net.generator(z)
             fake_score = net.discriminator(fake).float().mean()
             real_score = net.discriminator(real).float().mean()
-            penalty = gradient_penalty(net.discriminator, real, fake.to(real.dtype), alpha)
+            penalty = gradient_penalty(net.discriminator, real, fake.to(real.dtype), alpha, self.scaler)
             loss = fake_score - real_score + config.gp_weight * penalty
         self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        self.average_gradients(list(net.discriminator.parameters()))
-        self.opt_d.step()
+        self.backward(loss)
+        self.step(self.opt_d)
         # Tensors, not floats: reading a value would wait for the GPU at every update.
         return {"d_loss": loss.detach(), "wasserstein": (real_score - fake_score).detach(),
                 "gp": penalty.detach()}
@@ -247,22 +258,21 @@ class GANTrainer(TrainingLoop):
         z, target = self.latent()
         g_params = list(net.generator.parameters())
         q_params = list(net.q_network.parameters())
-        with self.placement.autocast():
+        with self.autocast():
             audio = net.generator(z)
             g_loss = -net.discriminator(audio).float().mean()
             logits = net.q_network(audio)
             loss_q = config.q_weight * q_loss(logits, target, config.code)
-        # Both gradients at the same parameter values, as one TF session.run does.
-        g_grads = torch.autograd.grad(g_loss, g_params, retain_graph=True)
-        q_grads = torch.autograd.grad(loss_q, q_params + g_params)
+        # Both gradients at the same parameter values (and the same loss scale), as one
+        # TF session.run does; the scale is updated after both steps.
+        g_grads = torch.autograd.grad(self.scale(g_loss), g_params, retain_graph=True)
+        q_grads = torch.autograd.grad(self.scale(loss_q), q_params + g_params)
         for param, grad in zip(g_params, g_grads, strict=True):
             param.grad = grad
-        self.average_gradients(g_params)
-        self.opt_g.step()
+        self.step(self.opt_g, update=False)
         for param, grad in zip(q_params + g_params, q_grads, strict=True):
             param.grad = grad
-        self.average_gradients(q_params + g_params)
-        self.opt_q.step()
+        self.step(self.opt_q)
         if config.code == "categorical":
             accuracy = (logits.argmax(dim=1) == target).float().mean()
         else:

@@ -187,16 +187,12 @@ class EnhancementLoop(TrainingLoop):
                              "from the clean speech as voicebank_demand and noisy_mixtures do")
         self.steps_per_epoch = len(self.data) // train.batch_size  # the last partial batch is dropped
         steps = train.steps if train.steps is not None else train.epochs * self.steps_per_epoch
-        super().__init__(workdir=ctx.workdir, steps=steps, network=network,
-                         checkpoint_every=train.checkpoint_every,
-                         keep_checkpoints=train.keep_checkpoints, log_every=train.log_every,
-                         rank=ctx.rank, world=ctx.world, log=ctx.log, progress=ctx.progress,
-                         description="csm_vanet steps", on_nonfinite=train.on_nonfinite)
+        super().__init__(context=ctx, train=train, steps=steps, network=network,
+                         description="csm_vanet steps")
         self.network, self.params, self.train_spec = network, params, train
-        self.placement, self.seed = ctx.placement, ctx.seed
+        self.seed = ctx.seed
         self.optimizer = torch.optim.AdamW(network.parameters(), lr=params.lr,
                                            weight_decay=params.weight_decay)
-        self.scaler = ctx.placement.grad_scaler()
         self.validations: list[dict[str, float]] = []
         self._order: tuple[int, torch.Tensor] | None = None  # (epoch, permutation)
 
@@ -225,15 +221,13 @@ class EnhancementLoop(TrainingLoop):
         batch = self.batch(step)
         device = self.placement.device
         self.network.train()
-        with self.placement.autocast():
+        with self.autocast():
             out = self.network(batch["noisy"].to(device))
         vad = batch["vad"].to(device) if self.with_vad else None
         terms = loss_terms(self.network, out, batch["clean"].to(device), vad, self.params)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(terms["total"]).backward()
-        self.average_gradients(self.network.parameters())
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.backward(terms["total"])
+        self.step(self.optimizer)
         if self.world > 1:
             # BatchNorm's running statistics follow each process's share of the batch:
             # rank 0's are kept everywhere (what DistributedDataParallel does).
@@ -279,14 +273,13 @@ class EnhancementLoop(TrainingLoop):
     def extra_state(self) -> dict[str, Any]:
         # The global generators drive dropout: kept, so a resumed run continues exactly.
         cuda = self.placement.device.type == "cuda"
-        return {"optimizer": self.optimizer.state_dict(),  # the loop checkpoints the network
-                "scaler": self.scaler.state_dict(), "validations": self.validations,
+        return {"optimizer": self.optimizer.state_dict(),  # the loop checkpoints the network and
+                "validations": self.validations,               # the gradient scaler
                 "cpu_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.placement.device) if cuda else None}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
         self.validations = list(state["validations"])
         torch.set_rng_state(state["cpu_rng"])
         if state.get("cuda_rng") is not None and self.placement.device.type == "cuda":

@@ -52,22 +52,16 @@ class TinyCNN(nn.Module):
 
 
 class ClassifierLoop(TrainingLoop):
-    """Adam on cross-entropy; the core's loop does resumption, logging, checkpoints."""
+    """Adam on cross-entropy; the core's loop does precision, the step, resumption,
+    logging and checkpoints."""
 
-    def __init__(self, network: nn.Module, data, learning_rate: float, ctx: StageContext,
-                 train: TrainSpec):
-        super().__init__(workdir=ctx.workdir, steps=train.required_steps("tiny_cnn"), network=network,
-                         checkpoint_every=train.checkpoint_every,
-                         keep_checkpoints=train.keep_checkpoints, log_every=train.log_every,
-                         log=ctx.log, progress=ctx.progress, description="train",
-                         on_nonfinite=train.on_nonfinite)
-        self.network, self.data, self.batch_size = network, data, train.batch_size
-        self.placement = ctx.placement
-        self.optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
-        self.scaler = ctx.placement.grad_scaler()
+    def __init__(self, *, data, learning_rate: float, batch_size: int, seed: int, **settings):
+        super().__init__(description="train", **settings)
+        self.data, self.batch_size = data, batch_size
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
         # Batches drawn by a generator stored in each checkpoint, so a resumed run
         # sees exactly the batches an uninterrupted one would.
-        self.sampler = torch.Generator().manual_seed(ctx.seed)
+        self.sampler = torch.Generator().manual_seed(seed)
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         device = self.placement.device
@@ -76,12 +70,11 @@ class ClassifierLoop(TrainingLoop):
         audio = torch.stack([item["audio"] for item in items]).to(device)
         labels = torch.tensor([item["label"] for item in items], device=device)
         self.network.train()
-        with self.placement.autocast():
+        with self.autocast():
             loss = F.cross_entropy(self.network(audio), labels)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.backward(loss)
+        self.step(self.optimizer)
         return {"loss": loss.detach()}
 
     def extra_state(self) -> dict:
@@ -100,7 +93,9 @@ class TinyCNNModel(Model):
         return TinyCNN(self.params)
 
     def train(self, network: nn.Module, ctx: StageContext, train: TrainSpec) -> None:
-        loop = ClassifierLoop(network, ctx.dataset()["train"], self.params.learning_rate, ctx, train)
+        loop = ClassifierLoop.from_context(ctx, train, network=network, data=ctx.dataset()["train"],
+                                           learning_rate=self.params.learning_rate,
+                                           batch_size=train.batch_size, seed=ctx.seed)
         history = loop.run()
         self._write_curve(ctx, [(h["step"], h["loss"]) for h in history])
 
