@@ -49,6 +49,7 @@ from .errors import (
     WavelensError,
 )
 from .evaluation import item_scorer, metric_columns, presentation, summarize, summary_markdown
+from .extensions import ExtensionEntry, ExtensionPoint
 from .hookspecs import hookimpl
 from .io import (
     CheckpointManager,
@@ -82,6 +83,8 @@ __all__ = [
     "Dataset",
     "DeviceError",
     "ExperimentSpec",
+    "ExtensionEntry",
+    "ExtensionPoint",
     "Kind",
     "LayerHooks",
     "LoadedModel",

@@ -59,6 +59,11 @@ def plugins_document(registry: PluginRegistry) -> dict[str, Any]:
         "commands": [{"name": c.name, "help": c.command.help, "plugin": c.plugin,
                       "source": {"type": c.source.type, "location": c.source.location}}
                      for c in registry.commands()],
+        "extension_points": [
+            {"name": e.name, "help": e.point.help, "group": e.point.group, "plugin": e.plugin,
+             "entries": [{"name": entry.name, "target": entry.target, "source": entry.source}
+                         for entry in e.point.entries()]}
+            for e in registry.extension_points()],
     }
 
 
@@ -87,6 +92,15 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         cells = (command.name, command.command.help, command.source)
         commands.add_row(*(escape(str(cell)) for cell in cells))
     console.print(commands)
+    points = Table(title="what other packages can add to the plugins")
+    for column in ("extension point", "entries", "register under", "help"):
+        points.add_column(column, overflow="fold")
+    for loaded in registry.extension_points():
+        entries = ", ".join(entry.name if entry.source == "builtin" else f"{entry.name} ({entry.source})"
+                            for entry in loaded.point.entries())
+        cells = (loaded.name, entries or "–", f"entry points {loaded.point.group}", loaded.point.help)
+        points.add_row(*(escape(str(cell)) for cell in cells))
+    console.print(points)
     console.print("`wavelens plugins show NAME` prints a plugin's parameters with defaults; "
                   "`wavelens COMMAND --help` a command's options.")
     return 0

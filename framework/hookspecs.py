@@ -14,7 +14,9 @@ When the hooks are called
     implementation separately so that it can say which plugin contributed what.
 
 A sixth hook, ``wavelens_commands``, adds subcommands to the ``wavelens`` command
-line: it returns :class:`~wavelens.commands.Command` objects (see that module).
+line: it returns :class:`~wavelens.commands.Command` objects (see that module). A
+seventh, ``wavelens_extension_points``, declares parts of a plugin that other
+packages add to (:class:`~wavelens.extensions.ExtensionPoint`).
 
 What a contribution's ``build`` must return, per hook
     * ``wavelens_datasets`` → :class:`wavelens.components.Dataset`
@@ -43,6 +45,7 @@ import pluggy
 
 from .commands import Command
 from .contributions import Contribution
+from .extensions import ExtensionPoint
 
 PROJECT = "wavelens"
 
@@ -121,4 +124,15 @@ def wavelens_commands() -> Sequence[Command] | Command:
     of the core's (``plugins``, ``validate``, ``run``, ``data``, ``probe``,
     ``stats``, ``report``). ``wavelens --help`` lists them, and ``wavelens plugins``
     shows which plugin each comes from.
+    """
+
+
+@hookspec
+def wavelens_extension_points() -> Sequence[ExtensionPoint] | ExtensionPoint:
+    """Declare parts of the plugin that other packages add to
+    (:class:`~wavelens.extensions.ExtensionPoint`: a name, the entry-point group they
+    register under, the built-in entries).
+
+    Each point's name is unique among the loaded plugins' points. ``wavelens plugins``
+    lists every point and what is registered at it.
     """

@@ -43,6 +43,7 @@ from . import hookspecs
 from .commands import COMMAND_NAME, CORE_COMMANDS, Command
 from .contributions import KINDS, NAME_PATTERN, Contribution, Kind
 from .errors import PluginError
+from .extensions import ExtensionPoint
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -74,7 +75,20 @@ class PluginSource:
 
 
 # registry.yaml lists contributions of the five kinds and the commands of built-ins.
-REGISTRY_KINDS = (*KINDS, "command")
+REGISTRY_KINDS = (*KINDS, "command", "extension_point")
+
+
+@dataclass(frozen=True)
+class LoadedExtensionPoint:
+    """An extension point a plugin declares, with the plugin it came from."""
+
+    point: ExtensionPoint
+    plugin: str
+    source: PluginSource
+
+    @property
+    def name(self) -> str:
+        return self.point.name
 
 
 @dataclass(frozen=True)
@@ -208,6 +222,7 @@ class PluginRegistry:
         self._expected_builtins: dict[str, tuple[str, str]] = {}  # name -> (kind, module)
         self._contributions: dict[str, LoadedContribution] | None = None
         self._commands: dict[str, LoadedCommand] = {}
+        self._extension_points: dict[str, LoadedExtensionPoint] = {}
         self._disabled_seen: set[str] = set()
 
     # -- loading ---------------------------------------------------------------
@@ -359,6 +374,7 @@ class PluginRegistry:
                         )
                     found[loaded.name] = loaded
         self._commands = self._collect_commands()
+        self._extension_points = self._collect_extension_points()
         self._check_registry_complete(found)
         self._contributions = found
         return found
@@ -397,6 +413,39 @@ class PluginRegistry:
                                       f"and {source}. Disable one with {DISABLE_ENV}=<plugin name>.")
                 found[item.name] = LoadedCommand(item, impl.plugin_name, source)
         return found
+
+    def _collect_extension_points(self) -> dict[str, LoadedExtensionPoint]:
+        found: dict[str, LoadedExtensionPoint] = {}
+        for impl in self._pm.hook.wavelens_extension_points.get_hookimpls():
+            source = self._sources[impl.plugin_name]
+            where = f"plugin {impl.plugin_name!r} from {source}"
+            try:
+                result = impl.function()
+            except Exception as exc:
+                raise PluginError(f"{where} raised in wavelens_extension_points(): "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            for item in [result] if isinstance(result, ExtensionPoint) else list(result or []):
+                if not isinstance(item, ExtensionPoint):
+                    raise PluginError(f"{where} returned {type(item).__name__} from "
+                                      "wavelens_extension_points; expected wavelens.ExtensionPoint")
+                if not isinstance(item.name, str) or not NAME_PATTERN.match(item.name):
+                    raise PluginError(f"{where}: extension point name {item.name!r} must be lowercase "
+                                      "letters, digits and underscores, starting with a letter")
+                if source.type == "builtin" and self._expected_builtins.get(item.name) != (
+                        "extension_point", source.location):
+                    raise PluginError(f"{where} declares the extension point {item.name!r}, which "
+                                      f"registry.yaml does not list as an extension_point of "
+                                      f"{source.location}; add or correct its entry")
+                if item.name in found:
+                    raise PluginError(f"two plugins declare the extension point {item.name!r}: "
+                                      f"{found[item.name].source} and {source}")
+                found[item.name] = LoadedExtensionPoint(item, impl.plugin_name, source)
+        return found
+
+    def extension_points(self) -> list[LoadedExtensionPoint]:
+        """The extension points the loaded plugins declare, in load order."""
+        self.collect()
+        return list(self._extension_points.values())
 
     def commands(self) -> list[LoadedCommand]:
         """The commands the loaded plugins add, in load order."""
@@ -448,7 +497,8 @@ class PluginRegistry:
     def _check_registry_complete(self, found: dict[str, LoadedContribution]) -> None:
         loaded_modules = {s.location for s in self._sources.values() if s.type == "builtin"}
         for name, (kind, module) in self._expected_builtins.items():
-            present = name in (self._commands if kind == "command" else found)
+            present = name in {"command": self._commands,
+                               "extension_point": self._extension_points}.get(kind, found)
             if module in loaded_modules and not present and name not in self.disabled:
                 raise PluginError(
                     f"registry.yaml lists the {kind} {name!r} in {module}, but that module "

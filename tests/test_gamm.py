@@ -397,17 +397,27 @@ def test_a_package_adds_a_backend_through_an_entry_point(tmp_path, monkeypatch):
         assert GammStatisticParams(backend="mine").backend == "mine"  # its name validates
         backend = backend_named("mine")
         assert backend.name == "mine" and backend.capabilities()["fixed_only"]
-        with pytest.raises(StageError, match="known: mgcv, mine, mssm, pygam, statsmodels"):
+        with pytest.raises(StageError, match="known: mgcv, mssm, pygam, statsmodels, mine"):
             backend_named("other")
+        # `wavelens plugins` lists it at the gamm statistic's extension point.
+        from wavelens import PluginRegistry
+        from wavelens.cli import plugins_document
+
+        (point,) = [p for p in plugins_document(PluginRegistry.discover())["extension_points"]
+                    if p["name"] == "gamm_backend"]
+        assert point["group"] == "wavelens.gamm_backends" and point["plugin"].endswith("gamm.statistic")
+        assert [(e["name"], e["source"]) for e in point["entries"]] == [
+            ("mgcv", "builtin"), ("mssm", "builtin"), ("pygam", "builtin"), ("statsmodels", "builtin"),
+            ("mine", "entry point from ep_gamm_backend")]
     finally:
         sys.modules.pop("ep_gamm_backend", None)
 
 
 def test_the_built_in_backend_names_are_the_backends_there_are():
     from wavelens.plugins.gamm.backends import BACKENDS
-    from wavelens.plugins.gamm.model import BUILTIN_BACKENDS
+    from wavelens.plugins.gamm.model import BACKENDS_POINT
 
-    assert sorted(BACKENDS) == sorted(BUILTIN_BACKENDS)
+    assert {name: BACKENDS_POINT.load(name) for name in BACKENDS_POINT.builtins} == BACKENDS
 
 
 def test_validate_refuses_a_misspelt_backend_with_the_line_and_a_suggestion(tmp_path, capsys):

@@ -255,8 +255,11 @@ def test_plugins_json_is_stable_and_matches_the_documented_shape(capsys):
     main(["plugins", "--json"])
     assert capsys.readouterr().out == first
     document = json.loads(first)
-    assert set(document) == {"format", "format_version", "plugins", "commands"}
+    assert set(document) == {"format", "format_version", "plugins", "commands", "extension_points"}
     assert [c["name"] for c in document["commands"]] == ["generate", "enhance", "evaluate"]
+    (point,) = document["extension_points"]
+    assert set(point) == {"name", "help", "group", "plugin", "entries"} and point["name"] == "gamm_backend"
+    assert all(set(entry) == {"name", "target", "source"} for entry in point["entries"])
     for entry in document["commands"]:
         assert set(entry) == {"name", "help", "plugin", "source"}
         assert set(entry["source"]) == {"type", "location"}
@@ -286,7 +289,8 @@ def test_plugins_table_lists_kind_name_params_source_and_version(capsys, monkeyp
     assert main(["plugins"]) == 0
     out = capsys.readouterr().err
     for text in ("tiny_cnn", "model", "learning_rate", "wavelens.plugins.toy.tiny_cnn", "0.1.0",
-                 "commands the plugins add", "wavelens.plugins.ciwgan.commands"):
+                 "commands the plugins add", "wavelens.plugins.ciwgan.commands",
+                 "what other packages can add to the plugins", "gamm_backend", "wavelens.gamm_backends"):
         assert text in out
 
 
@@ -401,3 +405,49 @@ def test_when_a_plugin_fails_to_load_core_commands_still_say_so_and_plugin_comma
     captured = capsys.readouterr()
     assert "    validate" in captured.out and "    generate" not in captured.out
     assert "their commands are not listed" in captured.err and "kaput" in captured.err
+
+
+# -- extension points (wavelens_extension_points) -----------------------------------------
+
+EP_POINT = """
+    from wavelens import ExtensionPoint, hookimpl
+
+    READERS = ExtensionPoint("corpus_reader", "ep_point.readers",
+                             {"textgrid": "collections:OrderedDict"},
+                             help="how a dataset reads alignments", label="corpus reader")
+
+    @hookimpl
+    def wavelens_extension_points():
+        return [READERS]
+"""
+
+
+def test_a_plugins_extension_point_lists_loads_and_names_what_is_known(entry_point_package):
+    import collections
+
+    from wavelens import WavelensError
+    from wavelens.cli import plugins_document
+
+    entry_point_package("ep_point", EP_POINT)
+    registry = PluginRegistry.discover()
+    (point,) = [p for p in registry.extension_points() if p.name == "corpus_reader"]
+    assert point.plugin == "ep_point" and point.point.names() == ["textgrid"]
+    assert point.point.load("textgrid") is collections.OrderedDict
+    with pytest.raises(WavelensError, match=r"no corpus reader 'praat'; known: textgrid \(others register "
+                                            r"under the entry-point group ep_point.readers\)"):
+        point.point.load("praat")
+    listed = [p for p in plugins_document(registry)["extension_points"] if p["name"] == "corpus_reader"]
+    assert listed[0]["entries"] == [{"name": "textgrid", "target": "collections:OrderedDict",
+                                     "source": "builtin"}]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('"Corpus Reader"', "must be lowercase letters, digits and underscores"),
+    ('"gamm_backend"', "two plugins declare the extension point 'gamm_backend'"),
+])
+def test_an_extension_point_that_cannot_be_offered_is_refused_with_its_source(entry_point_package,
+                                                                              text, message):
+    entry_point_package("ep_bad_point", EP_POINT.replace('"corpus_reader"', text))
+    with pytest.raises(PluginError, match=message) as error:
+        PluginRegistry.discover()
+    assert "ep_bad_point" in str(error.value)

@@ -15,7 +15,6 @@ drops ``s(time)``, which would make the model rank-deficient).
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,19 +23,26 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from wavelens import Params, StageError
+from wavelens import ExtensionPoint, Params, StageError
 
-# The built-in backends (backends.BACKENDS; a test checks the two agree). Others come
-# from the entry-point group BACKEND_GROUP, checked by name here so that a misspelt
-# backend fails at `wavelens validate`, without importing any backend.
-BUILTIN_BACKENDS = ("mgcv", "mssm", "pygam", "statsmodels")
+# The GAMM backends: the built-ins, one module each under backends/, and any another
+# package registers under the entry-point group. Names are checked here, at
+# `wavelens validate`, without importing any backend; `wavelens plugins` lists them.
 BACKEND_GROUP = "wavelens.gamm_backends"
+BACKENDS_POINT = ExtensionPoint(
+    "gamm_backend", BACKEND_GROUP,
+    {"mgcv": "wavelens.plugins.gamm.backends.mgcv:MgcvBackend",
+     "mssm": "wavelens.plugins.gamm.backends.mssm:MssmBackend",
+     "pygam": "wavelens.plugins.gamm.backends.fixed:PygamBackend",
+     "statsmodels": "wavelens.plugins.gamm.backends.fixed:StatsmodelsBackend"},
+    help="how the gamm statistic fits (a GammBackend subclass; docs/gamm.md)", label="GAMM backend",
+)
+BUILTIN_BACKENDS = tuple(BACKENDS_POINT.builtins)
 
 
 def known_backends() -> list[str]:
     """The built-in backends' names, then those of the installed entry points."""
-    installed = sorted({entry.name for entry in importlib.metadata.entry_points(group=BACKEND_GROUP)})
-    return [*BUILTIN_BACKENDS, *(name for name in installed if name not in BUILTIN_BACKENDS)]
+    return BACKENDS_POINT.names()
 
 
 class GammParams(Params):

@@ -20,7 +20,7 @@ from wavelens import (
 )
 
 from .backends import able, backend_named
-from .model import GammParams, assemble, prepare
+from .model import BACKENDS_POINT, GammParams, assemble, prepare
 from .output import contrasts_markdown, layer_contrasts, markdown_tables, plot, plot_layers, plot_raw, save
 
 
@@ -233,3 +233,8 @@ def wavelens_statistics():
             Gamm,
         )
     ]
+
+
+@hookimpl
+def wavelens_extension_points():
+    return [BACKENDS_POINT]

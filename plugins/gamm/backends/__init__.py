@@ -8,11 +8,9 @@ Another package can add a backend under the entry-point group
 
 from __future__ import annotations
 
-import importlib.metadata
+from wavelens import StageError, WavelensError
 
-from wavelens import StageError
-
-from ..model import BACKEND_GROUP
+from ..model import BACKENDS_POINT
 from .base import GammBackend
 from .fixed import PygamBackend, StatsmodelsBackend
 from .mgcv import R_INSTALL, MgcvBackend
@@ -21,23 +19,19 @@ from .mssm import MssmBackend
 __all__ = ["BACKENDS", "GammBackend", "MgcvBackend", "MssmBackend", "PygamBackend", "R_INSTALL",
            "StatsmodelsBackend", "able", "backend_named"]
 
-# The built-in backends, one module each; the names are checked against
-# model.BUILTIN_BACKENDS by the tests.
+# The built-in backends, one module each; backend_named loads them (and those other
+# packages register) through model.BACKENDS_POINT, which the tests check against this.
 BACKENDS: dict[str, type[GammBackend]] = {"mgcv": MgcvBackend, "mssm": MssmBackend, "pygam": PygamBackend,
                                           "statsmodels": StatsmodelsBackend}
 
 
 def backend_named(name: str) -> GammBackend:
-    """The backend called ``name``: a built-in or one from the ``wavelens.gamm_backends``
-    entry points."""
-    known = dict(BACKENDS)
-    for entry in importlib.metadata.entry_points(group=BACKEND_GROUP):
-        known.setdefault(entry.name, None)
-        if entry.name == name and BACKENDS.get(name) is None:
-            known[name] = entry.load()
-    if name not in known:
-        raise StageError(f"no GAMM backend {name!r}; known: {', '.join(sorted(known))}")
-    return known[name]()
+    """The backend called ``name``: a built-in or one registered under the
+    ``wavelens.gamm_backends`` entry points."""
+    try:
+        return BACKENDS_POINT.load(name)()
+    except WavelensError as exc:
+        raise StageError(str(exc)) from exc
 
 
 def able(feature: str) -> list[str]:
