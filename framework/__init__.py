@@ -1,10 +1,14 @@
 """wavelens: a plugin-based toolkit for interpreting and enhancing speech CNNs.
 
-This package is the core. Plugins (built-in or third-party) use only the names
-exported here.
+This package is the core. The names exported here are the plugin API: what plugins
+(built-in or third-party) implement and call. Programs that run specs (the command
+line, notebooks, schedulers) use the host API in :mod:`wavelens.host`. Every module
+whose name starts with ``_`` is private.
 """
 
-from .audio import (
+import warnings as _warnings
+
+from ._audio import (
     AUDIO_SUFFIXES,
     audio_channels,
     peak_normalize,
@@ -12,7 +16,7 @@ from .audio import (
     resample,
     write_audio,
 )
-from .commands import (
+from ._commands import (
     Command,
     CommandContext,
     LoadedModel,
@@ -23,7 +27,7 @@ from .commands import (
     probability,
     shipped_weights,
 )
-from .components import (
+from ._components import (
     Dataset,
     DataSplits,
     Metric,
@@ -35,10 +39,10 @@ from .components import (
     Statistic,
     collate_items,
 )
-from .console import console, get_logger, progress
-from .contributions import KINDS, Contribution, Kind, Params
-from .device import Placement, resolve_placement
-from .errors import (
+from ._console import console, get_logger, progress
+from ._contributions import Contribution, Params
+from ._device import Placement, resolve_placement
+from ._errors import (
     AudioError,
     DeviceError,
     PluginError,
@@ -48,10 +52,10 @@ from .errors import (
     StageError,
     WavelensError,
 )
-from .evaluation import item_scorer, metric_columns, presentation, summarize, summary_markdown
-from .extensions import ExtensionEntry, ExtensionPoint
-from .hookspecs import hookimpl
-from .io import (
+from ._evaluation import item_scorer, metric_columns, presentation, summarize, summary_markdown
+from ._extensions import ExtensionEntry, ExtensionPoint
+from ._hookspecs import hookimpl
+from ._io import (
     CheckpointManager,
     atomic_write,
     cache_dir,
@@ -65,15 +69,12 @@ from .io import (
     write_json,
     write_text,
 )
-from .probing import LayerHooks, resolve_layers
-from .registry import PluginRegistry
-from .run import Run, seed_everything
-from .spec import ExperimentSpec, ResolvedSpec, SpecPath, TrainSpec, load_spec, load_spec_text
-from .training import TrainingLoop, deferred_interrupts
+from ._probing import LayerHooks, resolve_layers
+from ._spec import SpecPath, TrainSpec
+from ._training import TrainingLoop, deferred_interrupts
 
 __all__ = [
     "AUDIO_SUFFIXES",
-    "KINDS",
     "AudioError",
     "CheckpointManager",
     "Command",
@@ -82,10 +83,8 @@ __all__ = [
     "DataSplits",
     "Dataset",
     "DeviceError",
-    "ExperimentSpec",
     "ExtensionEntry",
     "ExtensionPoint",
-    "Kind",
     "LayerHooks",
     "LoadedModel",
     "Metric",
@@ -94,10 +93,7 @@ __all__ = [
     "Params",
     "Placement",
     "PluginError",
-    "PluginRegistry",
     "Probe",
-    "ResolvedSpec",
-    "Run",
     "RunInterrupted",
     "SpecError",
     "SpecIssue",
@@ -122,8 +118,6 @@ __all__ = [
     "int_between",
     "is_weights_folder",
     "load_run_model",
-    "load_spec",
-    "load_spec_text",
     "markdown_table",
     "metric_columns",
     "peak_normalize",
@@ -138,7 +132,6 @@ __all__ = [
     "resolve_placement",
     "save_figure",
     "save_torch",
-    "seed_everything",
     "shared_data_dir",
     "shipped_weights",
     "summarize",
@@ -148,3 +141,19 @@ __all__ = [
     "write_json",
     "write_text",
 ]
+
+
+# The host API's names were exported here before wavelens.host existed; they still
+# resolve, with a warning that says where they live now.
+_MOVED_TO_HOST = {"KINDS", "ExperimentSpec", "Kind", "PluginRegistry", "ResolvedSpec", "Run",
+                  "load_spec", "load_spec_text", "seed_everything"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_HOST:
+        from . import host
+
+        _warnings.warn(f"wavelens.{name} is part of the host API: import it from wavelens.host",
+                       DeprecationWarning, stacklevel=2)
+        return getattr(host, name)
+    raise AttributeError(f"module 'wavelens' has no attribute {name!r}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError, SpecIssue
+from ._errors import SpecError, SpecIssue
 
 PathKey = tuple[str, ...]
 

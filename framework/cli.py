@@ -33,10 +33,10 @@ from pydantic.fields import FieldInfo
 from rich.markup import escape
 from rich.table import Table
 
-from .commands import CORE_COMMANDS, Command, CommandContext
-from .console import console
-from .errors import RunInterrupted, WavelensError
-from .registry import DISABLE_ENV, PluginRegistry, disabled_from_env
+from ._commands import CORE_COMMANDS, Command, CommandContext
+from ._console import console
+from ._errors import RunInterrupted, WavelensError
+from ._registry import DISABLE_ENV, PluginRegistry, disabled_from_env
 
 PLUGINS_JSON_FORMAT = "wavelens-plugins"
 PLUGINS_JSON_VERSION = 1
@@ -134,7 +134,7 @@ def _show_plugin(registry: PluginRegistry, name: str) -> int:
 
 
 def _load(args: argparse.Namespace, variant: str | None = None):
-    from .spec import load_spec
+    from ._spec import load_spec
 
     return load_spec(args.spec, overrides=args.set or [], disabled=_disabled(args),
                      profile=getattr(args, "profile", None), variant=variant)
@@ -155,9 +155,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     """The spec as given; without ``--profile``, each of its profiles too; and each
     variant under each. Every problem found is reported, naming its profile and
     variant."""
+    from ._errors import SpecError, SpecIssue
+    from ._spec import load_spec
     from ._specfile import read_spec_file
-    from .errors import SpecError, SpecIssue
-    from .spec import load_spec
 
     resolved = _load(args)
     parts = ", ".join(f"{path}={c.plugin.name}" for path, c in resolved.components.items())
@@ -198,8 +198,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 sys.stdout.write("---\n")
             sys.stdout.write(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
         return 0
-    from .report import write_comparison
-    from .run import Run
+    from ._report import write_comparison
+    from ._run import Run
 
     directories: dict[str, Path] = {}
     for name in variants or [None]:
@@ -232,9 +232,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_describe(args: argparse.Namespace) -> int:
-    from .io import read_json
-    from .report import summary_tables
-    from .run import STAGE_RECORD, Run
+    from ._io import read_json
+    from ._report import summary_tables
+    from ._run import STAGE_RECORD, Run
 
     resolved = _load(args)
     if resolved.component("data") is None:
@@ -264,7 +264,7 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from .run import Run
+    from ._run import Run
 
     resolved = _load(args)
     probes = [path for path in resolved.components if path.startswith("probe.")]
@@ -281,7 +281,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from ._report import write_report
 
     for path in write_report(Path(args.run_dir)):
         console.print(f"wrote {escape(str(path))}")
@@ -289,9 +289,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats_fit(args: argparse.Namespace) -> int:
-    from .components import StageContext
-    from .console import get_logger, progress
-    from .device import resolve_placement
+    from ._components import StageContext
+    from ._console import get_logger, progress
+    from ._device import resolve_placement
 
     table = Path(args.table)
     if not table.is_file():

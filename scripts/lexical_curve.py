@@ -39,6 +39,7 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
     import torch
 
     from wavelens import CheckpointManager
+    from wavelens.host import load_spec
     from wavelens.plugins.ciwgan.evaluation import (
         LexicalParams,
         chance_one_to_one,
@@ -47,7 +48,6 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
         train_word_classifier,
         with_noise_floor,
     )
-    from wavelens.spec import load_spec
 
     resolved = load_spec(run_dir / "spec.yaml")
     model = resolved.component("model").build()

@@ -114,8 +114,7 @@ def lexical_figures(run_dir: Path) -> dict | None:
 
 
 def _model_key(spec: Path, profile: str | None, overrides: list[str] | None = None) -> str | None:
-    from wavelens import load_spec
-    from wavelens.run import plan_stages
+    from wavelens.host import load_spec, plan_stages
 
     resolved = load_spec(spec, profile=profile, overrides=overrides)
     return next((plan.key for plan in plan_stages(resolved) if plan.name == "model"), None)
@@ -124,8 +123,7 @@ def _model_key(spec: Path, profile: str | None, overrides: list[str] | None = No
 def _retraining_spec(spec: Path, profile: str | None, model_key: str | None) -> tuple[str, str | None]:
     """``(spec path relative to the repository, profile)`` of a spec that trains the
     run's network again: its model stage key must be the run's."""
-    from wavelens import load_spec
-    from wavelens.run import plan_stages
+    from wavelens.host import load_spec, plan_stages
 
     resolved = load_spec(spec, profile=profile)
     keys = [plan.key for plan in plan_stages(resolved) if plan.name == "model"]
@@ -223,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.set:
         import yaml
 
-        from wavelens import load_spec
+        from wavelens.host import load_spec
 
         resolved = load_spec(run_dir / "spec.yaml", overrides=args.set)
         (target / "spec.yaml").write_text(

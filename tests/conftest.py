@@ -113,7 +113,7 @@ def entry_point_package(tmp_path, monkeypatch) -> Callable[[str, str], Path]:
 def prepare_data(tmp_path: Path, plugin: str, params: str, seed: int = 4) -> tuple[dict, Path]:
     """Run only the data stage of a spec using ``plugin`` with ``params`` (the inside
     of a YAML flow mapping); return the loaded splits and the stage folder."""
-    from wavelens import Run, load_spec_text
+    from wavelens.host import Run, load_spec_text
 
     resolved = load_spec_text(
         f"spec_version: 1\nname: data-{plugin}\nseed: {seed}\ndevice: cpu\n"

@@ -1,4 +1,4 @@
-"""wavelens.audio: reading and writing audio with errors that name the file."""
+"""wavelens's audio functions: reading and writing audio with errors that name the file."""
 
 from __future__ import annotations
 

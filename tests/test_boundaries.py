@@ -94,3 +94,22 @@ def test_the_core_knows_kinds_and_runs_not_the_papers():
         for number, line in enumerate(path.read_text().lower().splitlines(), start=1):
             found += [f"{path.name}:{number}: {match}" for match in words.findall(line)]
     assert found == []
+
+
+def test_the_public_modules_are_the_plugin_api_the_host_api_and_the_command_line():
+    public = sorted(p.name for p in (REPO / "framework").glob("*.py") if not p.name.startswith("_"))
+    assert public == ["cli.py", "host.py"]  # and wavelens/__init__.py, the plugin API
+    import wavelens.host
+
+    assert not set(wavelens.__all__) & set(wavelens.host.__all__)
+    for name in wavelens.__all__ + wavelens.host.__all__:
+        assert getattr(wavelens.host if name in wavelens.host.__all__ else wavelens, name) is not None
+
+
+def test_host_names_from_the_top_level_still_resolve_with_a_warning_naming_wavelens_host():
+    import wavelens.host
+
+    with pytest.warns(DeprecationWarning, match="import it from wavelens.host"):
+        assert wavelens.Run is wavelens.host.Run
+    with pytest.raises(AttributeError):
+        _ = wavelens.no_such_name

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wavelens import Run, load_spec_text, resolve_placement
+from wavelens import resolve_placement
+from wavelens.host import Run, load_spec_text
 from wavelens.plugins.ciwgan.networks import (
     CiwGAN,
     DownConv,

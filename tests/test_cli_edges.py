@@ -65,23 +65,23 @@ def test_an_unwritable_evaluate_out_is_one_line(tmp_path, capsys):
 
 
 def test_a_full_disk_is_one_line_that_says_a_run_resumes(tmp_path, capsys, monkeypatch):
-    import wavelens.io
+    import wavelens._io
 
-    real = wavelens.io.tempfile.mkstemp
+    real = wavelens._io.tempfile.mkstemp
 
     def full(*args, **kwargs):
         if "checkpoints" in str(kwargs.get("dir", "")):
             raise OSError(errno.ENOSPC, "No space left on device", str(kwargs["dir"]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(wavelens.io.tempfile, "mkstemp", full)
+    monkeypatch.setattr(wavelens._io.tempfile, "mkstemp", full)
     assert main(["run", DEMO, "--runs-dir", str(tmp_path / "runs")]) == 1
     line = _one_error_line(capsys)
     assert "No space left on device" in line and "run the same command again" in line
 
 
 def test_a_finished_stage_holds_no_leftovers_of_killed_writes(tmp_path):
-    from wavelens.run import _remove_leftovers
+    from wavelens._run import _remove_leftovers
 
     (tmp_path / "sub").mkdir()
     for name in (".train.npz.abc123.tmp", "sub/.model.pt.x.tmp", "kept.tmp", "model.pt"):

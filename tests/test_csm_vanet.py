@@ -10,16 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from wavelens import (
-    CheckpointManager,
-    Run,
-    StageContext,
-    StageError,
-    TrainSpec,
-    load_spec,
-    resolve_placement,
-)
+from wavelens import CheckpointManager, StageContext, StageError, TrainSpec, resolve_placement
 from wavelens.cli import main
+from wavelens.host import Run, load_spec
 from wavelens.plugins.csm_vanet.model import (
     CSMVANetModel,
     CSMVANetParams,

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from wavelens import Run, load_spec_text, resolve_placement
+from wavelens import resolve_placement
+from wavelens.host import Run, load_spec_text
 from wavelens.plugins.ciwgan.networks import CiwGAN
 from wavelens.plugins.ciwgan.trainer import GANConfig, GANTrainer
 from wavelens.plugins.probes.feature_maps import FeatureMapRecorder

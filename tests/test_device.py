@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wavelens import DeviceError, Run, load_spec, resolve_placement
+from wavelens import DeviceError, resolve_placement
 from wavelens.cli import main
+from wavelens.host import Run, load_spec
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from wavelens import PluginRegistry, Run, load_spec
+from wavelens.host import PluginRegistry, Run, load_spec
 from wavelens.plugins.toy.tones import CLASSES, TonesParams, synthesize
 
 from conftest import REPO

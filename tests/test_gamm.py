@@ -305,7 +305,7 @@ def test_a_run_fits_the_probe_table_of_each_requested_layer(tmp_path):
     _skip_unless(MssmBackend())
     from test_timit import make_tree
 
-    from wavelens import Run, load_spec_text
+    from wavelens.host import Run, load_spec_text
 
     root = make_tree(tmp_path / "timit", speakers=10)
     resolved = load_spec_text(
@@ -400,8 +400,8 @@ def test_a_package_adds_a_backend_through_an_entry_point(tmp_path, monkeypatch):
         with pytest.raises(StageError, match="known: mgcv, mssm, pygam, statsmodels, mine"):
             backend_named("other")
         # `wavelens plugins` lists it at the gamm statistic's extension point.
-        from wavelens import PluginRegistry
         from wavelens.cli import plugins_document
+        from wavelens.host import PluginRegistry
 
         (point,) = [p for p in plugins_document(PluginRegistry.discover())["extension_points"]
                     if p["name"] == "gamm_backend"]

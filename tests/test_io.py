@@ -8,8 +8,7 @@ import stat
 import pytest
 import torch
 
-from wavelens import CheckpointManager, atomic_write, write_json
-from wavelens.io import read_json
+from wavelens import CheckpointManager, atomic_write, read_json, write_json
 
 
 def test_atomic_write_replaces_the_file_on_success(tmp_path):

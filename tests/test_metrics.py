@@ -117,7 +117,7 @@ def test_the_voicebank_convention_matches_the_published_reference_values():
 
 # -- metric plugins and the evaluation of folders ----------------------------------------
 
-from wavelens.evaluation import presentation, summarize, summary_markdown  # noqa: E402
+from wavelens import presentation, summarize, summary_markdown  # noqa: E402
 from wavelens.plugins.metrics.folders import evaluate_folders  # noqa: E402
 from wavelens.plugins.metrics.speech import (  # noqa: E402
     Composite,
@@ -311,7 +311,7 @@ def test_the_evaluate_command_writes_per_file_scores_and_a_grouped_summary(tmp_p
 
 
 def test_grouped_summaries_order_numbers_numerically_and_split_items():
-    from wavelens.evaluation import batch_of_one, split_items
+    from wavelens._evaluation import batch_of_one, split_items
 
     groups = [("10", "cafe"), ("-5", "cafe"), ("5", "babble"), ("-5", "babble")]
     rows = [{"item": str(i), "status": "ok", "reason": "", "snr": snr, "noise": noise, "pesq": float(i)}
@@ -328,7 +328,7 @@ def test_grouped_summaries_order_numbers_numerically_and_split_items():
 
 
 def test_the_variants_grouped_means_take_a_block_per_noise_and_a_row_per_snr():
-    from wavelens.report import grouped_comparison
+    from wavelens._report import grouped_comparison
 
     def grouped(pesq_a, pesq_b):
         return [{"snr_db": 0.0, "noise": "a", "files": 2, "scored": 2, "pesq": pesq_a, "stoi": 0.5},
@@ -376,7 +376,7 @@ def test_digitally_silent_frames_have_no_lpc_model_and_no_warning():
 
 
 def test_a_comparison_names_every_variants_values_by_the_declared_columns():
-    from wavelens.report import _expand_results
+    from wavelens._report import _expand_results
 
     declared = [{"key": "cbak", "label": "CBAK", "digits": 2, "rank": 30}]
     result = [{"metric": "composite", "value": {"cbak": 3.0, "llr": 0.5}},

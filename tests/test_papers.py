@@ -17,9 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from wavelens import Run, load_spec
 from wavelens.cli import main
-from wavelens.report import write_report
+from wavelens.host import Run, load_spec, write_report
 
 from conftest import REPO, SHARED_DATA
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from wavelens import PluginError, PluginRegistry, Run, load_spec
+from wavelens import PluginError
 from wavelens.cli import main, plugins_document
+from wavelens.host import PluginRegistry, Run, load_spec
 
 from conftest import FIXTURE_PLUGINS, REPO
 
@@ -283,7 +284,7 @@ def test_plugins_json_document_carries_the_params_schema():
 
 
 def test_plugins_table_lists_kind_name_params_source_and_version(capsys, monkeypatch):
-    from wavelens.console import console
+    from wavelens import console
 
     monkeypatch.setattr(console, "width", 200)  # one row per plugin, nothing folded
     assert main(["plugins"]) == 0

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from wavelens import Run, WavelensError, load_spec_text, resolve_layers
+from wavelens import WavelensError, resolve_layers
+from wavelens.host import Run, load_spec_text
 from wavelens.plugins.probes.feature_maps import FeatureMapRecorder
 from wavelens.plugins.probes.series import interval_indices, time_normalised, upsample
 
@@ -192,7 +193,7 @@ def test_probing_torchcrepe_a_pretrained_third_party_cnn():
 
 
 def test_the_probe_any_cnn_example_spec_runs(tmp_path):
-    from wavelens import load_spec
+    from wavelens.host import load_spec
 
     from conftest import REPO
 

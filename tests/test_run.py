@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wavelens import Run, RunInterrupted, WavelensError, load_spec
+from wavelens import RunInterrupted, WavelensError
 from wavelens.cli import main
+from wavelens.host import Run, load_spec
 
 
 def execute(spec, **kwargs):

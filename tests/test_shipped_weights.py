@@ -55,8 +55,7 @@ def test_a_manifest_says_how_its_weights_were_made_and_matches_them(name):
 def test_the_spec_of_a_manifest_still_trains_its_network(name):
     """The spec (and profile) a manifest names plans the model stage that trained the
     weights: same data, model, training and seed."""
-    from wavelens import load_spec
-    from wavelens.run import plan_stages
+    from wavelens.host import load_spec, plan_stages
 
     manifest = _manifest(name)
     resolved = load_spec(REPO / manifest["spec"], profile=manifest["profile"])
@@ -115,7 +114,7 @@ def test_a_shipped_gan_reaches_its_manifests_lexical_figures(name, tmp_path):
     weights; its lexical_learning probe must give the manifest's figures."""
     import shutil
 
-    from wavelens import Run, load_spec
+    from wavelens.host import Run, load_spec
 
     if shutil.which("text2wave") is None:
         pytest.skip("the corpus is synthesised with festival (text2wave), which is missing")
@@ -156,8 +155,7 @@ def test_a_shipped_gan_keeps_its_runs_lexical_learning_figures(tmp_path):
 
 
 def test_shipping_checks_that_the_named_spec_retrains_the_runs_network(recorder_spec):
-    from wavelens import load_spec
-    from wavelens.run import plan_stages
+    from wavelens.host import load_spec, plan_stages
 
     spec = recorder_spec()
     (key,) = [plan.key for plan in plan_stages(load_spec(spec)) if plan.name == "model"]
@@ -170,7 +168,7 @@ def test_shipping_checks_that_the_named_spec_retrains_the_runs_network(recorder_
 def test_shipping_writes_the_use_settings_into_the_shipped_spec(recorder_spec, monkeypatch, tmp_path):
     import yaml
 
-    from wavelens import Run, load_spec
+    from wavelens.host import Run, load_spec
 
     run = Run(load_spec(recorder_spec()))
     run_dir = run.execute()
@@ -187,7 +185,7 @@ def test_shipping_writes_the_use_settings_into_the_shipped_spec(recorder_spec, m
 
 
 def test_shipping_a_checkpoint_names_a_spec_that_trains_that_many_steps(recorder_spec, monkeypatch, tmp_path):
-    from wavelens import Run, load_spec
+    from wavelens.host import Run, load_spec
 
     run_dir = Run(load_spec(recorder_spec(steps=6)), runs_dir=tmp_path / "runs").execute()
     ship = _ship_module()
@@ -198,7 +196,7 @@ def test_shipping_a_checkpoint_names_a_spec_that_trains_that_many_steps(recorder
     assert ship.main([str(run_dir), "tiny", *base, "--spec", str(recorder_spec(steps=4))]) == 0
     manifest = json.loads((tmp_path / "weights" / "tiny" / "manifest.json").read_text())
     assert manifest["steps"] == 4 and manifest["from_checkpoint"] is True
-    from wavelens.run import plan_stages
+    from wavelens.host import plan_stages
 
     assert manifest["model_stage_key"] == next(p.key for p in plan_stages(load_spec(recorder_spec(steps=4)))
                                                if p.name == "model")

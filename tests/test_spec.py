@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wavelens import ResolvedSpec, SpecError, load_spec, load_spec_text
+from wavelens import SpecError
 from wavelens.cli import main
+from wavelens.host import ResolvedSpec, load_spec, load_spec_text
 
 from conftest import FIXTURE_PLUGINS
 

@@ -8,7 +8,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wavelens import ResolvedSpec, SpecError, load_spec_text
+from wavelens import SpecError
+from wavelens.host import ResolvedSpec, load_spec_text
 
 BASE = {
     "spec_version": 1,

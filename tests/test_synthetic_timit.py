@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from wavelens import Run, WavelensError, load_spec_text
+from wavelens import WavelensError
+from wavelens.host import Run, load_spec_text
 from wavelens.plugins.timit import voices
 from wavelens.plugins.timit.corpus import find_utterances, read_alignment
 from wavelens.plugins.timit.synthetic import SynthesisParams, build_corpus, plan_corpus

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from wavelens import PluginRegistry, WavelensError, collate_items
+from wavelens import WavelensError, collate_items
+from wavelens.host import PluginRegistry
 from wavelens.plugins.timit.corpus import Interval, find_utterances, read_alignment
 from wavelens.plugins.timit.words import SliceParams, TimitWords, TimitWordsParams, slice_token
 

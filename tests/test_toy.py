@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from wavelens import Run, RunInterrupted, load_spec
+from wavelens import RunInterrupted
+from wavelens.host import Run, load_spec
 from wavelens.plugins.toy.tones import CLASSES, TonesParams, synthesize
 
 from conftest import REPO

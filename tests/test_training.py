@@ -104,8 +104,7 @@ def test_a_diverging_run_may_be_told_to_go_on(tmp_path, caplog):
 
 
 def test_on_nonfinite_does_not_change_the_model_stage_key():
-    from wavelens import load_spec_text
-    from wavelens.run import plan_stages
+    from wavelens.host import load_spec_text, plan_stages
 
     text = ("spec_version: 1\nname: x\ndata: {plugin: tones}\nmodel: {plugin: tiny_cnn}\n"
             "train: {steps: 3, on_nonfinite: %s}\n")

@@ -5,7 +5,7 @@ Run with ``make bench``. Every CLI command pays these before doing any work.
 
 from __future__ import annotations
 
-from wavelens import PluginRegistry, load_spec
+from wavelens.host import PluginRegistry, load_spec
 
 from conftest import REPO
 

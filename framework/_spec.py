@@ -7,8 +7,8 @@ A spec is YAML. It is validated in two steps:
 2. each component's ``params`` against the ``Params`` model of the plugin it names.
 
 So a new plugin needs no change to the core. Every problem becomes a
-:class:`~wavelens.errors.SpecIssue` naming its dotted path and line, collected into
-one :class:`~wavelens.errors.SpecError`.
+:class:`~wavelens.SpecIssue` naming its dotted path and line, collected into
+one :class:`~wavelens.SpecError`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from pydantic import (
     model_validator,
 )
 
+from ._contributions import Kind
+from ._device import DEVICE_PATTERN
+from ._errors import PluginError, SpecError, SpecIssue, StageError
+from ._registry import LoadedContribution, PluginRegistry
 from ._specfile import SpecText, apply_overrides, apply_section, parse_spec_text, read_spec_file
-from .contributions import Kind
-from .device import DEVICE_PATTERN
-from .errors import PluginError, SpecError, SpecIssue, StageError
-from .registry import LoadedContribution, PluginRegistry
 
 __all__ = [
     "SPEC_VERSION",
@@ -186,7 +186,7 @@ class ExperimentSpec(_Strict):
             ("metrics", bool(self.metrics), ("data", "model")),
         ]
         # Statistics without probes are valid for `wavelens stats fit TABLE --spec`;
-        # `wavelens run` refuses them (wavelens.run.plan_stages).
+        # `wavelens run` refuses them (wavelens.host.plan_stages).
         for key, present, required in needs:
             for other in required:
                 if present and not getattr(self, other):

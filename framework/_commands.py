@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import WavelensError
+from ._errors import WavelensError
 
 if TYPE_CHECKING:
-    from .registry import PluginRegistry
+    from ._registry import PluginRegistry
 
 __all__ = [
     "CORE_COMMANDS",
@@ -172,7 +172,7 @@ def load_run_model(target: Path, disabled: frozenset[str] | set[str] = frozenset
     inside one, a checkpoint file of its model stage, or a folder of shipped weights."""
     import torch
 
-    from .spec import load_spec
+    from ._spec import load_spec
 
     target = Path(target).resolve()
     if not target.exists():

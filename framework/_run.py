@@ -43,12 +43,12 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from ._components import DataSplits, Metric, Model, StageContext, StageOutput, collate_items
+from ._console import get_logger, progress
+from ._device import Placement, resolve_placement
 from ._environment import distribution_versions, lock_record
-from .components import DataSplits, Metric, Model, StageContext, StageOutput, collate_items
-from .console import get_logger, progress
-from .device import Placement, resolve_placement
-from .errors import RunInterrupted, StageError, WavelensError
-from .evaluation import (
+from ._errors import RunInterrupted, StageError, WavelensError
+from ._evaluation import (
     item_scorer,
     metric_columns,
     presentation,
@@ -56,9 +56,9 @@ from .evaluation import (
     summarize,
     summary_markdown,
 )
-from .io import read_json, write_csv, write_json, write_text
-from .report import write_report
-from .spec import ResolvedComponent, ResolvedSpec
+from ._io import read_json, write_csv, write_json, write_text
+from ._report import write_report
+from ._spec import ResolvedComponent, ResolvedSpec
 
 __all__ = ["Run", "StagePlan", "seed_everything", "default_runs_dir"]
 

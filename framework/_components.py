@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 
-from .device import Placement
-from .errors import StageError
-from .io import save_torch, write_text
+from ._device import Placement
+from ._errors import StageError
+from ._io import save_torch, write_text
 
 if TYPE_CHECKING:
-    from .spec import TrainSpec
+    from ._spec import TrainSpec
 
 __all__ = [
     "DataSplits",
@@ -207,7 +207,7 @@ class Model(ABC):
         """Train ``network`` in place on ``ctx.dataset()``.
 
         Save checkpoints under ``ctx.workdir`` (see
-        :class:`~wavelens.io.CheckpointManager`) and resume from the latest one when
+        :class:`~wavelens.CheckpointManager`) and resume from the latest one when
         it exists: after an interruption the runner calls ``train`` again with the
         same ``workdir``. The runner saves the final weights when ``train`` returns.
         """

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import markdown
 
-from .errors import WavelensError
-from .evaluation import column_for, format_value, group_order
-from .io import markdown_table, read_json, save_figure, write_csv, write_json, write_text
+from ._errors import WavelensError
+from ._evaluation import column_for, format_value, group_order
+from ._io import markdown_table, read_json, save_figure, write_csv, write_json, write_text
 
 __all__ = ["write_report", "write_comparison", "rewrite_comparison", "render_markdown", "summary_tables",
            "summary_markdown"]

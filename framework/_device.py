@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from .errors import DeviceError
+from ._errors import DeviceError
 
 __all__ = ["Placement", "Precision", "resolve_placement", "DEVICE_PATTERN"]
 
@@ -93,7 +93,7 @@ def resolve_placement(device: str = "auto", precision: Precision = "fp32") -> Pl
 
     ``auto`` picks ``cuda`` (device 0) when available and the CPU otherwise. An
     explicit ``cuda`` or ``cuda:N`` that cannot be satisfied raises
-    :class:`~wavelens.errors.DeviceError`; it never falls back silently.
+    :class:`~wavelens.DeviceError`; it never falls back silently.
     """
     if not re.match(DEVICE_PATTERN, device):
         raise DeviceError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")

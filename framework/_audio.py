@@ -17,8 +17,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from .errors import AudioError
-from .io import atomic_write
+from ._errors import AudioError
+from ._io import atomic_write
 
 __all__ = [
     "AudioError",

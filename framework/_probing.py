@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import WavelensError
+from ._errors import WavelensError
 
 __all__ = ["resolve_layers", "LayerHooks"]
 

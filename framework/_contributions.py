@@ -3,7 +3,7 @@
 A plugin answers a hook (see :mod:`wavelens.hookspecs`) with a list of
 :class:`Contribution` objects. The framework validates the ``params`` a spec gives
 against ``Contribution.params`` and then calls ``Contribution.build(params)`` to get
-the component (a :class:`~wavelens.components.Dataset`, ``Model``, ``Probe``,
+the component (a :class:`~wavelens.Dataset`, ``Model``, ``Probe``,
 ``Statistic`` or ``Metric``).
 """
 

@@ -39,11 +39,11 @@ import pluggy
 import yaml
 from pydantic import BaseModel
 
-from . import hookspecs
-from .commands import COMMAND_NAME, CORE_COMMANDS, Command
-from .contributions import KINDS, NAME_PATTERN, Contribution, Kind
-from .errors import PluginError
-from .extensions import ExtensionPoint
+from . import _hookspecs as hookspecs
+from ._commands import COMMAND_NAME, CORE_COMMANDS, Command
+from ._contributions import KINDS, NAME_PATTERN, Contribution, Kind
+from ._errors import PluginError
+from ._extensions import ExtensionPoint
 
 __all__ = [
     "ENTRY_POINT_GROUP",

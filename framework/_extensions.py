@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .errors import WavelensError
+from ._errors import WavelensError
 
 __all__ = ["ExtensionEntry", "ExtensionPoint"]
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .components import Metric, MetricColumn
-from .errors import WavelensError
-from .io import markdown_table
+from ._components import Metric, MetricColumn
+from ._errors import WavelensError
+from ._io import markdown_table
 
 
 def _values(name: str, value: Any) -> dict[str, float]:
@@ -234,7 +234,7 @@ def _pool(metrics: Mapping[str, Metric], workers: int) -> ProcessPoolExecutor:
     # worker a fork of an already-imported process instead of a fresh import of torch.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(
-        sorted({"wavelens.evaluation", *(type(m).__module__ for m in metrics.values())})
+        sorted({__name__, *(type(m).__module__ for m in metrics.values())})
     )
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                initargs=(dict(metrics),))

@@ -68,13 +68,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from .device import Placement, resolve_placement
-from .errors import RunInterrupted, StageError
-from .io import CheckpointManager
+from ._device import Placement, resolve_placement
+from ._errors import RunInterrupted, StageError
+from ._io import CheckpointManager
 
 if TYPE_CHECKING:
-    from .components import StageContext
-    from .spec import TrainSpec
+    from ._components import StageContext
+    from ._spec import TrainSpec
 
 __all__ = ["TrainingLoop", "deferred_interrupts"]
 

@@ -1,0 +1,39 @@
+"""The host API: for programs that run specs rather than plug into them.
+
+The command line, a notebook, a script or a job scheduler loads a spec, runs it and
+reads what it wrote; they use the names here. Plugins use the plugin API, the names
+exported by ``wavelens`` itself (``Contribution``, ``Model``, ``hookimpl``, ...).
+Every other module of the package is private (its name starts with ``_``) and may
+change without notice::
+
+    from wavelens.host import Run, load_spec
+
+    resolved = load_spec("specs/ciwgan_3words.yaml", profile="retrain")
+    run_dir = Run(resolved).execute()
+"""
+
+from __future__ import annotations
+
+from ._contributions import KINDS, Kind
+from ._registry import PluginRegistry, disabled_from_env
+from ._report import write_comparison, write_report
+from ._run import Run, StagePlan, default_runs_dir, plan_stages, seed_everything
+from ._spec import ExperimentSpec, ResolvedSpec, load_spec, load_spec_text
+
+__all__ = [
+    "KINDS",
+    "ExperimentSpec",
+    "Kind",
+    "PluginRegistry",
+    "ResolvedSpec",
+    "Run",
+    "StagePlan",
+    "default_runs_dir",
+    "disabled_from_env",
+    "load_spec",
+    "load_spec_text",
+    "plan_stages",
+    "seed_everything",
+    "write_comparison",
+    "write_report",
+]
