@@ -773,7 +773,7 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
         split, batch_size=evaluation.batch_size, shuffle=False, collate_fn=collate_items,
     )
     rows: list[dict[str, Any]] = []
-    if evaluation.itemwise:
+    if evaluation.scores_per_item:
         rows = _score_items(run, plan, ctx, model, network, metrics, loader)
     else:
         with torch.no_grad(), run.placement.autocast():
@@ -787,7 +787,7 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
         try:
             value = _to_jsonable(metric.compute())
         except StageError as error:
-            if not evaluation.itemwise:
+            if not evaluation.scores_per_item:
                 raise
             value = None  # no item was scored; the items' errors say why
             ctx.log.warning("%s: %s", component.plugin.name, error)
@@ -797,7 +797,7 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
     layout = presentation({c.plugin.name: metrics[c.path] for c in plan.components})
     record: dict[str, Any] = {"split": evaluation.split, "results": results, "columns": layout}
     report = [f"Scored on the `{evaluation.split}` split."]
-    if evaluation.itemwise:
+    if evaluation.scores_per_item:
         names = [c.plugin.name for c in plan.components]
         by = evaluation.by
         group = [k for k in by if k not in ("item", "status", "reason")]
@@ -827,7 +827,7 @@ def _run_metrics(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]
     write_json(ctx.workdir / "metrics.json", record)
     ctx.write_report("\n".join(report) + "\n")
     summary: dict[str, Any] = {"examples": len(split), "values": {r["path"]: r["value"] for r in results}}
-    if evaluation.itemwise:
+    if evaluation.scores_per_item:
         summary["scored"] = sum(r["status"] == "ok" for r in rows)
     return summary
 

@@ -137,7 +137,8 @@ class EvaluationSpec(_Strict):
     workers: PositiveInt = Field(1, description="processes scoring items (per_item only)")
 
     @property
-    def itemwise(self) -> bool:
+    def scores_per_item(self) -> bool:
+        """Whether items are scored one by one: per_item, or implied by by."""
         return self.per_item or bool(self.by)
 
 

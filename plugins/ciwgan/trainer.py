@@ -160,7 +160,7 @@ class GANTrainer(TrainingLoop):
         self.device = placement.device
         self.data: torch.Tensor | None = None
         if config.batch_size % world:
-            raise ValueError(f"batch_size {config.batch_size} is not divisible by {world} processes")
+            raise StageError(f"train.batch_size {config.batch_size} is not divisible by {world} processes")
         self.local_batch = config.batch_size // world
         generator, q = network.generator, network.q_network
         fused = placement.device.type == "cuda"  # one kernel per step instead of one per tensor

@@ -88,7 +88,8 @@ def save(result: dict[str, Any], folder: Path) -> None:
     for name in ("parametric", "smooths"):
         write_csv(folder / f"{name}.csv", result[name])
     for name in ("curves", "differences"):
-        pd.DataFrame(result[name]).to_csv(folder / f"{name}.csv", index=False)
+        frame = pd.DataFrame(result[name])
+        write_csv(folder / f"{name}.csv", frame.to_dict("records"), list(frame.columns))
     write_csv(
         folder / "intervals.csv",
         [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -16,9 +14,9 @@ from wavelens import (
     StageContext,
     TrainingLoop,
     TrainSpec,
-    atomic_write,
     hookimpl,
     save_figure,
+    write_csv,
 )
 
 
@@ -100,10 +98,8 @@ class TinyCNNModel(Model):
         self._write_curve(ctx, [(h["step"], h["loss"]) for h in history])
 
     def _write_curve(self, ctx: StageContext, history: list[tuple[int, float]]) -> None:
-        with atomic_write(ctx.workdir / "losses.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["step", "loss"])
-            writer.writerows(history)
+        write_csv(ctx.workdir / "losses.csv", [{"step": step, "loss": loss} for step, loss in history],
+                  ["step", "loss"])
         import matplotlib
 
         matplotlib.use("Agg")
