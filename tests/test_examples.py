@@ -45,6 +45,23 @@ def test_example_package_registers_by_entry_point(installed_macro_f1, monkeypatc
 
 
 @pytest.mark.slow
+def test_example_package_adds_its_command(installed_macro_f1, monkeypatch, tmp_path, capsys):
+    from wavelens.cli import main
+
+    monkeypatch.syspath_prepend(str(installed_macro_f1))
+    table = tmp_path / "predictions.csv"
+    table.write_text("target,prediction\n0,0\n1,1\n2,2\n1,2\n")
+    assert main(["macro-f1", str(table), "--classes", "3"]) == 0
+    assert "macro F1 0.7778 over 4 items" in " ".join(capsys.readouterr().err.split())
+    table.write_text("target,prediction\n0,3\n")
+    assert main(["macro-f1", str(table), "--classes", "3"]) == 2
+    assert "expected classes 0 to 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "macro-f1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_local_example_spec_runs_with_both_plugins(installed_macro_f1, monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(installed_macro_f1))
     rng = np.random.default_rng(0)

@@ -1,9 +1,23 @@
-"""A third-party wavelens plugin: the macro-averaged F1 score of a classifier."""
+"""A third-party wavelens plugin: the macro-averaged F1 score of a classifier, as a
+metric for specs and as a command (`wavelens macro-f1 TABLE.csv --classes N`)."""
+
+from pathlib import Path
 
 import torch
 from pydantic import Field
 
-from wavelens import Contribution, Metric, Params, StageError, hookimpl
+from wavelens import (
+    Command,
+    Contribution,
+    Metric,
+    Params,
+    StageError,
+    WavelensError,
+    console,
+    hookimpl,
+    int_between,
+    read_csv,
+)
 
 
 class MacroF1Params(Params):
@@ -40,3 +54,28 @@ class MacroF1(Metric):
 @hookimpl
 def wavelens_metrics():
     return [Contribution("macro_f1", MacroF1Params, "Macro-averaged F1 score", MacroF1)]
+
+
+def add_arguments(parser):
+    parser.add_argument("table", type=Path, help="CSV with the columns target and prediction")
+    parser.add_argument("--classes", type=int_between(2, 10_000), required=True)
+
+
+def run(args, ctx):
+    rows = read_csv(args.table)
+    try:
+        target = torch.tensor([int(row["target"]) for row in rows])
+        preds = torch.tensor([int(row["prediction"]) for row in rows])
+    except (KeyError, ValueError):
+        raise WavelensError(f"{args.table}: expected whole numbers in columns target, prediction") from None
+    if len(rows) == 0 or min(target.min(), preds.min()) < 0 or max(target.max(), preds.max()) >= args.classes:
+        raise WavelensError(f"{args.table}: expected classes 0 to {args.classes - 1} in at least one row")
+    metric = MacroF1(MacroF1Params(n_classes=args.classes))
+    metric.update(preds, target)
+    console.print(f"macro F1 {metric.compute():.4f} over {len(rows)} items")
+    return 0
+
+
+@hookimpl
+def wavelens_commands():
+    return [Command("macro-f1", "macro-averaged F1 of a CSV of targets and predictions", add_arguments, run)]
