@@ -21,7 +21,7 @@ and ``report``; everything a plugin family knows how to do with its own models
     def wavelens_commands():
         return [Command("listen", "play a run's outputs", add_arguments, run)]
 
-A command's ``run`` returns the exit status. It raises :class:`WavelensError` for a
+A command's ``run`` returns the exit status. It raises :class:`StageError` for a
 problem the user can fix (printed as one line, status 2); ``wavelens --help`` lists
 every loaded plugin's commands.
 

@@ -16,7 +16,7 @@ from rich.markup import escape
 from wavelens import (
     Command,
     CommandContext,
-    WavelensError,
+    StageError,
     console,
     finite_float,
     hookimpl,
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def generate(args: argparse.Namespace, ctx: CommandContext) -> int:
     model, network, source, run_dir = load_run_model(args.target, ctx.disabled)
     if not isinstance(model, Generative):
-        raise WavelensError(f"the model of {source} ({type(model).__name__}) is not a generative model: "
+        raise StageError(f"the model of {source} ({type(model).__name__}) is not a generative model: "
                             "generate needs a ciwGAN, a fiwGAN or another model with generate()")
     outputs, rate = model.generate(network, args.code, args.value, args.n, args.seed)
     out = args.out or run_dir / "generated" / f"code-{args.code}_value-{args.value:g}_seed-{args.seed}"

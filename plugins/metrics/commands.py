@@ -20,7 +20,7 @@ from rich.markup import escape
 from wavelens import (
     Command,
     CommandContext,
-    WavelensError,
+    StageError,
     console,
     hookimpl,
     int_between,
@@ -95,7 +95,7 @@ def _read_groups(path: Path, column: str) -> dict[str, str]:
     dialect = "excel-tab" if "\t" in text.splitlines()[0] else "excel"
     rows = list(csv.DictReader(text.splitlines(), dialect=dialect))
     if not rows or "file" not in rows[0] or column not in rows[0]:
-        raise WavelensError(f"{path} needs the columns 'file' and {column!r}; it has "
+        raise StageError(f"{path} needs the columns 'file' and {column!r}; it has "
                             f"{', '.join(rows[0]) if rows else 'no rows'}")
     return {row["file"]: row[column] for row in rows}
 

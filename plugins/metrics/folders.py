@@ -22,7 +22,7 @@ from wavelens import (
     AUDIO_SUFFIXES,
     AudioError,
     Metric,
-    WavelensError,
+    StageError,
     audio_channels,
     item_scorer,
     read_audio,
@@ -39,7 +39,7 @@ def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, P
     the unpaired ones."""
     for folder in (reference, estimate):
         if not folder.is_dir():
-            raise WavelensError(f"{folder} is not a folder")
+            raise StageError(f"{folder} is not a folder")
 
     def audio(folder: Path) -> dict[str, Path]:
         return {
@@ -71,7 +71,7 @@ def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, P
             f"{' …' if len(extra) > 5 else ''}"
         )
     if not pairs:
-        raise WavelensError(f"no file of {reference} has an estimate of the same name in {estimate}")
+        raise StageError(f"no file of {reference} has an estimate of the same name in {estimate}")
     return pairs, notes
 
 

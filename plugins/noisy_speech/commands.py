@@ -22,7 +22,7 @@ from wavelens import (
     AudioError,
     Command,
     CommandContext,
-    WavelensError,
+    StageError,
     audio_channels,
     console,
     hookimpl,
@@ -66,12 +66,12 @@ def _enhance_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
         if item.is_dir():
             files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
             if not files:
-                raise WavelensError(f"{item} holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
+                raise StageError(f"{item} holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
             found += [(f, Path(item.name) / f.relative_to(item)) for f in files]
         elif item.is_file():
             found.append((item, Path(item.name)))
         else:
-            raise WavelensError(f"{item} does not exist")
+            raise StageError(f"{item} does not exist")
     return found
 
 
@@ -102,7 +102,7 @@ def enhance(args: argparse.Namespace, ctx: CommandContext) -> int:
     checkpoint = args.checkpoint if args.checkpoint is not None else shipped_weights(SHIPPED_ENHANCER)
     model, network, source, _ = load_run_model(checkpoint, ctx.disabled)
     if not isinstance(model, Enhancer):
-        raise WavelensError(f"the model of {source} ({type(model).__name__}) is not a speech-enhancement "
+        raise StageError(f"the model of {source} ({type(model).__name__}) is not a speech-enhancement "
                             "model: it has no enhance()")
     placement = resolve_placement(args.device, args.precision)
     network = network.to(placement.device).eval()

@@ -29,7 +29,7 @@ from wavelens import (
     Contribution,
     SpecPath,
     StageContext,
-    WavelensError,
+    StageError,
     atomic_write,
     hookimpl,
     read_audio,
@@ -178,7 +178,7 @@ def noise_recordings(folder: Path, log: Any) -> dict[str, list[Path]]:
     audio files (DEMAND's layout: ``DKITCHEN/ch01.wav`` ... ``ch16.wav``).
     Unreadable files are skipped with a warning."""
     if not folder.is_dir():
-        raise WavelensError(f"noise folder {folder} does not exist or is not a folder")
+        raise StageError(f"noise folder {folder} does not exist or is not a folder")
     types: dict[str, list[Path]] = {}
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
@@ -248,7 +248,7 @@ class NoisyMixtures(PairedSpeech):
         if params.clean_dir is not None:
             folder = Path(params.clean_dir)
             if not folder.is_dir():
-                raise WavelensError(f"clean_dir {folder} does not exist or is not a folder")
+                raise StageError(f"clean_dir {folder} does not exist or is not a folder")
             files = sorted(p for p in folder.rglob("*")
                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
             # Files in subfolders are grouped by their first-level folder (the speaker,
@@ -258,7 +258,7 @@ class NoisyMixtures(PairedSpeech):
                 parts = path.relative_to(folder).parts
                 groups.setdefault(parts[0] if len(parts) > 1 else path.name, []).append(path)
             if len(groups) < 2:
-                raise WavelensError(
+                raise StageError(
                     f"clean_dir {folder} holds {len(files)} audio files in {len(groups)} group(s); "
                     "need at least 2 (some for training, some for test)"
                 )
@@ -283,12 +283,12 @@ class NoisyMixtures(PairedSpeech):
         for folder in folders:
             for name, files in noise_recordings(Path(folder), ctx.log).items():
                 if name in noises:
-                    raise WavelensError(f"two noise types are named {name!r} (in {folder} and "
+                    raise StageError(f"two noise types are named {name!r} (in {folder} and "
                                         "another noise folder); rename one")
                 noises[name] = NoiseSource(name, files=files)
         for kind in params.generated_noise:
             if kind in noises:
-                raise WavelensError(f"a noise recording is named {kind!r} like a generated noise; "
+                raise StageError(f"a noise recording is named {kind!r} like a generated noise; "
                                     f"rename it or drop {kind} from generated_noise")
             if kind == "babble":
                 corpus = self._synthetic_corpus(ctx, 12, seed=1, augment=True)
@@ -298,7 +298,7 @@ class NoisyMixtures(PairedSpeech):
             else:
                 noises[kind] = NoiseSource(kind, signal=coloured_noise(kind, 30 * rate, rng))
         if len(noises) < 2:
-            raise WavelensError(
+            raise StageError(
                 f"noisy_mixtures needs at least 2 noise types (some for training, some held out "
                 f"for test); found {', '.join(noises) or 'none'}"
             )
@@ -316,7 +316,7 @@ class NoisyMixtures(PairedSpeech):
         if params.test_noises is not None:
             unknown = sorted(set(params.test_noises) - set(names))
             if unknown:
-                raise WavelensError(f"test_noises names {', '.join(unknown)}, which are not among "
+                raise StageError(f"test_noises names {', '.join(unknown)}, which are not among "
                                     f"the noises: {', '.join(names)}")
             held_out = sorted(params.test_noises)
         else:
@@ -326,7 +326,7 @@ class NoisyMixtures(PairedSpeech):
         recordings = [Path(p) for p in params.train_recordings]
         train_noises = [n for n in names if n not in held_out]
         if not train_noises:
-            raise WavelensError("every noise is held out for test; none is left for training")
+            raise StageError("every noise is held out for test; none is left for training")
         ctx.log.info("noises: train %s; test (held out) %s", ", ".join(train_noises), ", ".join(held_out))
 
         plan: list[dict[str, Any]] = []

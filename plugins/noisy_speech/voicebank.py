@@ -29,7 +29,7 @@ from wavelens import (
     Params,
     SpecPath,
     StageContext,
-    WavelensError,
+    StageError,
     atomic_write,
     hookimpl,
     read_audio,
@@ -74,11 +74,11 @@ def find_pairs(root: Path, flat_split: str) -> dict[str, tuple[Path, Path]]:
     """The (clean, noisy) folders of each split present under ``root``.
 
     Raises:
-        WavelensError: ``root`` is missing or has none of the known layouts.
+        StageError: ``root`` is missing or has none of the known layouts.
     """
     root = Path(root)
     if not root.is_dir():
-        raise WavelensError(f"VoiceBank+DEMAND root {root} does not exist or is not a folder")
+        raise StageError(f"VoiceBank+DEMAND root {root} does not exist or is not a folder")
     folders: dict[str, tuple[Path, Path]] = {}
     for split, candidates in SPLIT_FOLDERS.items():
         for clean, noisy in candidates:
@@ -89,7 +89,7 @@ def find_pairs(root: Path, flat_split: str) -> dict[str, tuple[Path, Path]]:
         folders[flat_split] = (root / "clean", root / "noisy")
     if not folders:
         expected = ", ".join(f"{c}/ + {n}/" for pairs in SPLIT_FOLDERS.values() for c, n in pairs)
-        raise WavelensError(
+        raise StageError(
             f"{root} has no VoiceBank+DEMAND folders: expected {expected}, or clean/ + noisy/"
         )
     return folders
@@ -238,7 +238,7 @@ class PairedSpeech(Dataset):
                              "noisy": _portable(noisy_path, ctx.workdir), "samples": shorter,
                              "max_db": float(energy.max()), **logs.get(name, {})})
         if not rows:
-            raise WavelensError(f"no usable clean/noisy pairs under {root} ({len(skipped)} skipped)")
+            raise StageError(f"no usable clean/noisy pairs under {root} ({len(skipped)} skipped)")
         with atomic_write(ctx.workdir / "pairs.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row) + "\n")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wavelens import LayerHooks, WavelensError, resolve_layers
+from wavelens import LayerHooks, StageError, resolve_layers
 
 __all__ = ["REDUCERS", "parse_activation", "reduce_feature_map", "FeatureMapRecorder"]
 
@@ -60,7 +60,7 @@ def parse_activation(text: str) -> Callable[[torch.Tensor], torch.Tensor]:
     ``none``: the function applied to a hooked output before reducing it."""
     match = _ACTIVATION.match(text)
     if not match:
-        raise WavelensError(f"cannot read the activation {text!r}; expected e.g. relu or leaky_relu(0.2)")
+        raise StageError(f"cannot read the activation {text!r}; expected e.g. relu or leaky_relu(0.2)")
     name, argument = match.group(1), match.group(2)
     value = float(argument) if argument is not None else None
     table: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -73,7 +73,7 @@ def parse_activation(text: str) -> Callable[[torch.Tensor], torch.Tensor]:
         "elu": lambda x: F.elu(x, 1.0 if value is None else value),
     }
     if name not in table:
-        raise WavelensError(f"unknown activation {name!r}; known: {', '.join(sorted(table))}")
+        raise StageError(f"unknown activation {name!r}; known: {', '.join(sorted(table))}")
     return table[name]
 
 
@@ -81,11 +81,11 @@ def reduce_feature_map(output: torch.Tensor, reducer: str = "mean", time_axis: i
     """Reduce a layer output ``(B, C, T)`` or ``(B, C, T, F)`` (time at ``time_axis``)
     to ``(B, T)`` over every other axis."""
     if output.dim() < 3:
-        raise WavelensError(f"a feature map needs (batch, channels, time, ...); got shape "
+        raise StageError(f"a feature map needs (batch, channels, time, ...); got shape "
                             f"{tuple(output.shape)}")
     axis = time_axis % output.dim()
     if axis == 0:
-        raise WavelensError("time_axis cannot be the batch axis (0)")
+        raise StageError("time_axis cannot be the batch axis (0)")
     dims = tuple(d for d in range(1, output.dim()) if d != axis)
     return REDUCERS[reducer](output, dims)
 
@@ -101,7 +101,7 @@ class FeatureMapRecorder:
                  time_axis: int = 2,
                  post_activation: Mapping[str, str] | None = None):
         if reducer not in REDUCERS:
-            raise WavelensError(f"unknown reducer {reducer!r}; known: {', '.join(REDUCERS)}")
+            raise StageError(f"unknown reducer {reducer!r}; known: {', '.join(REDUCERS)}")
         self.model = model
         self.layers = resolve_layers(model, layers)
         self.reducer = reducer
@@ -110,7 +110,7 @@ class FeatureMapRecorder:
         for pattern, activation in (post_activation or {}).items():
             matched = [n for n in self.layers if n == pattern or fnmatch.fnmatchcase(n, pattern)]
             if not matched:
-                raise WavelensError(f"post_activation names {pattern!r}, which is not among the "
+                raise StageError(f"post_activation names {pattern!r}, which is not among the "
                                     f"probed layers: {', '.join(self.layers)}")
             for name in matched:
                 self.activations[name] = parse_activation(activation)

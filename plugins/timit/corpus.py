@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from wavelens import WavelensError
+from wavelens import StageError
 
 __all__ = ["Interval", "Utterance", "find_utterances", "read_alignment"]
 
@@ -58,15 +58,15 @@ def find_utterances(root: Path) -> list[Utterance]:
     """Every utterance under ``root`` that has a word alignment (``.WRD``), sorted.
 
     Raises:
-        WavelensError: ``root`` is missing or holds neither ``TRAIN/`` nor ``TEST/``.
+        StageError: ``root`` is missing or holds neither ``TRAIN/`` nor ``TEST/``.
     """
     root = Path(root)
     if not root.is_dir():
-        raise WavelensError(f"TIMIT root {root} does not exist or is not a folder")
+        raise StageError(f"TIMIT root {root} does not exist or is not a folder")
     top = _children(root)
     subsets = [(name, top[name]) for name in SUBSETS if name in top and top[name].is_dir()]
     if not subsets:
-        raise WavelensError(
+        raise StageError(
             f"{root} is not a TIMIT tree: expected TRAIN/ and/or TEST/ folders "
             f"(upper or lower case) holding DR1..DR8/<SPEAKER>/ folders"
         )
@@ -96,7 +96,7 @@ def read_alignment(path: Path) -> list[Interval]:
     """Read a ``.WRD`` or ``.PHN`` file.
 
     Raises:
-        WavelensError: a line is not ``start end label`` with ``0 <= start <= end``.
+        StageError: a line is not ``start end label`` with ``0 <= start <= end``.
     """
     intervals = []
     for number, line in enumerate(Path(path).read_text(encoding="latin-1").splitlines(), 1):
@@ -108,11 +108,11 @@ def read_alignment(path: Path) -> list[Interval]:
                 raise ValueError
             start, end = int(parts[0]), int(parts[1])
         except ValueError:
-            raise WavelensError(
+            raise StageError(
                 f"{path}, line {number}: expected 'start_sample end_sample label', got {line!r}"
             ) from None
         if not 0 <= start <= end:
-            raise WavelensError(f"{path}, line {number}: the interval {start}..{end} is not ordered")
+            raise StageError(f"{path}, line {number}: the interval {start}..{end} is not ordered")
         intervals.append(Interval(start, end, parts[2]))
     return intervals
 

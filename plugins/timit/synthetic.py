@@ -187,13 +187,13 @@ def build_corpus(
     """
     missing = missing_tools(list(params.engines), list(params.festival_voices))
     if missing:
-        raise WavelensError(
+        raise StageError(
             f"synthetic_timit needs {', '.join(missing)}, which this machine lacks: {INSTALL_HINT}; "
             "or choose other engines/festival_voices in the spec"
         )
     variants = espeak_variants() if "espeak-ng" in params.engines else []
     if "espeak-ng" in params.engines and not variants:
-        raise WavelensError("espeak-ng lists no voice variants (`espeak-ng --voices=variant`)")
+        raise StageError("espeak-ng lists no voice variants (`espeak-ng --voices=variant`)")
     key = corpus_key(params, variants)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = Path(params.corpus_dir) if params.corpus_dir else cache_dir("synthetic_timit") / digest
@@ -212,12 +212,12 @@ def _build_locked(params: SynthesisParams, key: dict[str, Any], root: Path,
             if log:
                 log.info("synthetic corpus: reusing %s", root)
             return root
-        raise WavelensError(
+        raise StageError(
             f"{root} holds a synthetic corpus built with other parameters; choose another "
             "corpus_dir or remove it"
         )
     if root.is_dir() and any(root.iterdir()):
-        raise WavelensError(
+        raise StageError(
             f"corpus_dir {root} is not empty and holds no synthetic corpus; give an empty or "
             "new folder"
         )

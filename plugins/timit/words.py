@@ -26,6 +26,7 @@ from wavelens import (
     Params,
     SpecPath,
     StageContext,
+    StageError,
     WavelensError,
     atomic_write,
     hookimpl,
@@ -227,7 +228,7 @@ class TimitWords(Dataset):
                     reason = (f"{token_id}: {word.end - word.start} samples plus padding exceed "
                               f"slice_len {params.slice_len}")
                     if params.long_tokens == "error":
-                        raise WavelensError(f"{utterance.words}: {reason}")
+                        raise StageError(f"{utterance.words}: {reason}")
                     skipped.append({"file": str(utterance.words), "reason": reason})
                     continue
                 token, length, inside = sliced
@@ -242,7 +243,7 @@ class TimitWords(Dataset):
                 tokens.append(token)
         missing = [word for word in params.words if per_word[word] == 0]
         if missing:
-            raise WavelensError(
+            raise StageError(
                 f"no tokens of {', '.join(repr(w) for w in missing)} in {root} "
                 f"(words are matched case-insensitively against the .WRD labels)"
             )
@@ -250,7 +251,7 @@ class TimitWords(Dataset):
         _split_tokens(rows, params, seed)
         splits = {row["split"] for row in rows}
         if splits != {"train", "test"}:
-            raise WavelensError(
+            raise StageError(
                 f"the {params.split!r} split of {len(rows)} tokens left the "
                 f"{'train' if 'train' not in splits else 'test'} split empty"
             )

@@ -12,7 +12,6 @@ from wavelens import (
     Metric,
     Params,
     StageError,
-    WavelensError,
     console,
     hookimpl,
     int_between,
@@ -67,9 +66,9 @@ def run(args, ctx):
         target = torch.tensor([int(row["target"]) for row in rows])
         preds = torch.tensor([int(row["prediction"]) for row in rows])
     except (KeyError, ValueError):
-        raise WavelensError(f"{args.table}: expected whole numbers in columns target, prediction") from None
+        raise StageError(f"{args.table}: expected whole numbers in columns target, prediction") from None
     if len(rows) == 0 or min(target.min(), preds.min()) < 0 or max(target.max(), preds.max()) >= args.classes:
-        raise WavelensError(f"{args.table}: expected classes 0 to {args.classes - 1} in at least one row")
+        raise StageError(f"{args.table}: expected classes 0 to {args.classes - 1} in at least one row")
     metric = MacroF1(MacroF1Params(n_classes=args.classes))
     metric.update(preds, target)
     console.print(f"macro F1 {metric.compute():.4f} over {len(rows)} items")
