@@ -78,7 +78,7 @@ def collate_items(items: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class StageOutput:
-    """A finished stage: its name (``probe.0``), plugin and folder."""
+    """A finished stage: its name (``probes.0``), plugin and folder."""
 
     stage: str
     plugin: str
@@ -90,7 +90,8 @@ class StageContext:
     """What a stage's component gets from the runner.
 
     Attributes:
-        stage: the stage's name (``data``, ``model``, ``probe.0``, ``statistics.1``).
+        stage: the stage's name, its path in the spec (``dataset``, ``model``,
+            ``probes.0``, ``statistics.1``, ``metrics``).
         workdir: the folder to write into. It persists across an interruption (a
             re-run gets the same folder back, with what was written before), and is
             committed atomically when the stage returns.
@@ -137,8 +138,9 @@ class StageContext:
             raise StageError(f"stage {self.stage} needs a model, but the spec declares none")
         return self._model()
 
-    def upstream(self, kind: Literal["data", "model", "probe", "statistics"]) -> list[StageOutput]:
-        """Finished earlier stages of one kind, in spec order."""
+    def upstream(self, kind: Literal["dataset", "model", "probe", "statistic"]) -> list[StageOutput]:
+        """Finished earlier stages of one kind (``probe``: every ``probes.N`` stage),
+        in spec order."""
         return [] if self._upstream is None else self._upstream(kind)
 
     def progress(

@@ -32,7 +32,7 @@ class SpecIssue:
     """One problem in a spec: where it is and what was expected.
 
     ``path`` is the dotted path inside the spec (``model.params.n_codes``; list
-    items by index, ``probe.0.plugin``); ``line`` is 1-based when known.
+    items by index, ``probes.0.plugin``); ``line`` is 1-based when known.
     """
 
     path: str

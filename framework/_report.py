@@ -117,7 +117,7 @@ def render_markdown(run_dir: Path, record: dict | None = None) -> str:
         text = ""
         if section.is_file():
             text = _rebase_links(section.read_text(encoding="utf-8"), f"stages/{stage['name']}")
-        if stage.get("kind") == "data" and isinstance(done.get("summary"), dict):
+        if stage.get("kind") in ("dataset", "data") and isinstance(done.get("summary"), dict):
             text = f"{text.strip()}\n\n{summary_markdown(done['summary'])}"
         if text.strip():
             sections.append(f"## {stage['name']} ({', '.join(stage['plugins'])})\n\n{text.strip()}\n")

@@ -2,7 +2,7 @@
 
 Lifecycle (see docs/architecture.md for the diagram)::
 
-    data → model (load weights and/or train) → probe.N → statistics.N → metrics → report
+    dataset → model (load weights and/or train) → probes.N → statistics.N → metrics → report
 
 Each stage has a **key**: a hash of its plugin, plugin version, params, the spec's
 seed and precision, and the keys of the stages it reads. A stage whose folder holds
@@ -96,7 +96,7 @@ def _file_digest(path: Path) -> str:
 class StagePlan:
     """One stage of a run: what it runs and which stages it reads."""
 
-    name: str  # data, model, probe.0, statistics.1, metrics
+    name: str  # dataset, model, probes.0, statistics.1, metrics
     kind: str  # data, model, probe, statistics, metrics
     components: list[ResolvedComponent]
     depends_on: list[str]
@@ -107,17 +107,17 @@ class StagePlan:
 def plan_stages(resolved: ResolvedSpec) -> list[StagePlan]:
     """The stages a spec declares, in execution order, with their keys."""
     spec = resolved.spec
-    if spec.statistics and not spec.probe:
+    if spec.statistics and not spec.probes:
         raise WavelensError(
             "'statistics' needs 'probe' in the same spec to run; to fit a table file with this "
             "spec's statistics, use: wavelens stats fit TABLE --spec SPEC"
         )
     plans: list[StagePlan] = []
-    data = resolved.component("data")
+    data = resolved.component("dataset")
     model = resolved.component("model")
-    upstream_data = ["data"] if data else []
+    upstream_data = ["dataset"] if data else []
     if data:
-        plans.append(StagePlan("data", "data", [data], []))
+        plans.append(StagePlan("dataset", "dataset", [data], []))
     if model:
         # What happens when training diverges does not change a run that does not.
         train = spec.train.model_dump(exclude={"on_nonfinite"}) if spec.train else None
@@ -126,32 +126,41 @@ def plan_stages(resolved: ResolvedSpec) -> list[StagePlan]:
             weights = spec.model.weights
             extra["weights_sha256"] = _file_digest(weights)  # validation checked it exists
         plans.append(StagePlan("model", "model", [model], upstream_data, extra))
-    probes = resolved.components_of("probe")
+    probes = resolved.components_of("probes")
     for probe in probes:
         plans.append(StagePlan(probe.path, "probe", [probe], [*upstream_data, "model"]))
     for statistic in resolved.components_of("statistics"):
-        plans.append(StagePlan(statistic.path, "statistics", [statistic], [p.path for p in probes]))
+        plans.append(StagePlan(statistic.path, "statistic", [statistic], [p.path for p in probes]))
     metrics = resolved.components_of("metrics")
     if metrics:
         extra = {"evaluation": spec.evaluation.model_dump()}
-        plans.append(StagePlan("metrics", "metrics", metrics, [*upstream_data, "model"], extra))
+        plans.append(StagePlan("metrics", "metric", metrics, [*upstream_data, "model"], extra))
 
     keys: dict[str, str] = {}
     for plan in plans:
+        # Keys hash the stage names of spec_version 1 (data, probe.N), so that stages
+        # computed before the rename are still found and reused.
         plan.key = _hash(
             {
-                "stage": plan.name,
+                "stage": v1_stage_name(plan.name),
                 "components": [
                     {**c.to_dict(), "version": c.plugin.version} for c in plan.components
                 ],
                 "extra": plan.extra_key,
                 "seed": spec.seed,
                 "precision": spec.precision,
-                "inputs": {dep: keys[dep] for dep in plan.depends_on},
+                "inputs": {v1_stage_name(dep): keys[dep] for dep in plan.depends_on},
             }
         )
         keys[plan.name] = plan.key
     return plans
+
+
+def v1_stage_name(name: str) -> str:
+    """The name a stage had before spec_version 2 (``dataset`` was ``data``,
+    ``probes.N`` was ``probe.N``)."""
+    head, sep, rest = name.partition(".")
+    return {"dataset": "data", "probes": "probe"}.get(head, head) + sep + rest
 
 
 def _git_revision() -> dict[str, Any]:
@@ -304,9 +313,10 @@ class Run:
             for other in sorted(experiment.iterdir(), reverse=True):
                 if other == self.directory:
                     continue
-                candidate = other / "stages" / plan.name
-                if self._finished(candidate, plan.key):
-                    return candidate
+                for name in dict.fromkeys((plan.name, v1_stage_name(plan.name))):
+                    candidate = other / "stages" / name
+                    if self._finished(candidate, plan.key):
+                        return candidate
         return None
 
     def _earlier_partial(self, plan: StagePlan) -> Path | None:
@@ -341,7 +351,7 @@ class Run:
 
     def _dataset(self) -> DataSplits:
         if "dataset" not in self._cache:
-            self._cache["dataset"] = self._component("data").load(self.stage_dir("data"))
+            self._cache["dataset"] = self._component("dataset").load(self.stage_dir("dataset"))
         return self._cache["dataset"]
 
     def _model(self) -> Model:
@@ -356,6 +366,7 @@ class Run:
         return self._cache["network"]
 
     def _upstream(self, kind: str) -> list[StageOutput]:
+        kind = {"data": "dataset", "statistics": "statistic"}.get(kind, kind)  # names before 2
         return [
             StageOutput(plan.name, plan.components[0].plugin.name, self.stage_dir(plan.name))
             for plan in self.plans
@@ -363,7 +374,7 @@ class Run:
         ]
 
     def _context(self, plan: StagePlan, workdir: Path) -> StageContext:
-        has_data = self.resolved.component("data") is not None
+        has_data = self.resolved.component("dataset") is not None
         has_model = self.resolved.component("model") is not None
         return StageContext(
             stage=plan.name,
@@ -466,7 +477,7 @@ class Run:
     def execute(self, until: str | None = None) -> Path:
         """Run every stage that is not already finished; write the report.
 
-        ``until`` names a stage (``data``) to stop after: the run is left
+        ``until`` names a stage (``dataset``) to stop after: the run is left
         ``partial``, and running the whole spec later resumes it.
 
         Returns the run directory. Raises :class:`RunInterrupted` on SIGINT/SIGTERM
@@ -559,7 +570,20 @@ class Run:
         _leave_process_group(destroy=self._owns_group)
         return self.directory
 
+    def _adopt_v1_folders(self, plan: StagePlan) -> None:
+        """A run directory written before spec_version 2 names the stage as version
+        1 did (``data``, ``probe.N``): its folders take the new name, so that the run
+        resumes or reuses them."""
+        old = v1_stage_name(plan.name)
+        if old == plan.name:
+            return
+        for suffix in ("", ".partial"):
+            legacy, current = self.stage_dir(old + suffix), self.stage_dir(plan.name + suffix)
+            if legacy.is_dir() and not current.exists():
+                os.replace(legacy, current)
+
     def _execute_stage(self, plan: StagePlan) -> None:
+        self._adopt_v1_folders(plan)
         final = self.stage_dir(plan.name)
         if self._finished(final, plan.key):
             self.outcomes[plan.name] = "reused"
@@ -676,7 +700,7 @@ def _join_process_group(placement: Placement) -> Placement:
 
 
 def _run_data(run: Run, plan: StagePlan, ctx: StageContext) -> dict[str, Any]:
-    dataset = run._component("data")
+    dataset = run._component("dataset")
     dataset.prepare(ctx)
     splits = dataset.load(ctx.workdir)
     # The stage record keeps the summary, so `wavelens data describe` and the report
@@ -875,9 +899,9 @@ def _score_items(run: Run, plan: StagePlan, ctx: StageContext, model: Model,
 
 
 STAGE_RUNNERS: dict[str, Callable[[Run, StagePlan, StageContext], Any]] = {
-    "data": _run_data,
+    "dataset": _run_data,
     "model": _run_model,
     "probe": _run_component,
-    "statistics": _run_component,
-    "metrics": _run_metrics,
+    "statistic": _run_component,
+    "metric": _run_metrics,
 }

@@ -36,7 +36,14 @@ from ._contributions import Kind
 from ._device import DEVICE_PATTERN
 from ._errors import PluginError, SpecError, SpecIssue, StageError
 from ._registry import LoadedContribution, PluginRegistry
-from ._specfile import SpecText, apply_overrides, apply_section, parse_spec_text, read_spec_file
+from ._specfile import (
+    SpecText,
+    apply_overrides,
+    apply_section,
+    parse_spec_text,
+    read_spec_file,
+    renamed_v1_path,
+)
 
 __all__ = [
     "SPEC_VERSION",
@@ -53,7 +60,9 @@ __all__ = [
     "load_spec_text",
 ]
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+# spec_version 1 named the dataset `data` and the probes `probe`; such a spec is read
+# with those keys renamed (_specfile.upgrade_v1).
 
 
 def _resolve_against_spec(value: Path, info: ValidationInfo) -> Path:
@@ -152,17 +161,17 @@ class ReportSpec(_Strict):
 class ExperimentSpec(_Strict):
     """The envelope of a spec (documented key by key in docs/specs.md)."""
 
-    spec_version: Literal[1]
+    spec_version: Literal[2]
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
     seed: int = 0
     device: str = Field("auto", pattern=DEVICE_PATTERN)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     plugins: list[SpecPath] = Field(default_factory=list)
-    data: Component | None = None
+    dataset: Component | None = None
     model: ModelComponent | None = None
     train: TrainSpec | None = None
-    probe: list[Component] = Field(default_factory=list)
+    probes: list[Component] = Field(default_factory=list)
     statistics: list[Component] = Field(default_factory=list)
     metrics: list[Component] = Field(default_factory=list)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
@@ -182,9 +191,9 @@ class ExperimentSpec(_Strict):
     @model_validator(mode="after")
     def _stages_have_inputs(self) -> ExperimentSpec:
         needs = [
-            ("train", self.train is not None, ("data", "model")),
-            ("probe", bool(self.probe), ("data", "model")),
-            ("metrics", bool(self.metrics), ("data", "model")),
+            ("train", self.train is not None, ("dataset", "model")),
+            ("probes", bool(self.probes), ("dataset", "model")),
+            ("metrics", bool(self.metrics), ("dataset", "model")),
         ]
         # Statistics without probes are valid for `wavelens stats fit TABLE --spec`;
         # `wavelens run` refuses them (wavelens.host.plan_stages).
@@ -195,11 +204,13 @@ class ExperimentSpec(_Strict):
         return self
 
 
-# Which kind of plugin each component slot holds.
+# Which kind of plugin each component slot holds: a slot holding one component is
+# named by its kind, a slot holding a list by the kind's plural. Stages are named by
+# the slot (dataset, model, probes.0, statistics.1, metrics).
 SLOTS: dict[str, Kind] = {
-    "data": "dataset",
+    "dataset": "dataset",
     "model": "model",
-    "probe": "probe",
+    "probes": "probe",
     "statistics": "statistic",
     "metrics": "metric",
 }
@@ -209,7 +220,7 @@ SLOTS: dict[str, Kind] = {
 class ResolvedComponent:
     """A component whose plugin is known and whose params are validated."""
 
-    path: str  # "model", "probe.0"
+    path: str  # "model", "probes.0"
     plugin: LoadedContribution
     params: BaseModel
     extra: dict[str, Any] = field(default_factory=dict)  # envelope keys besides plugin/params
@@ -239,7 +250,7 @@ class ResolvedSpec:
         return self.components.get(path)
 
     def components_of(self, slot: str) -> list[ResolvedComponent]:
-        """The components of a list slot (``probe``) or the single one (``model``)."""
+        """The components of a list slot (``probes``) or the single one (``model``)."""
         return [c for p, c in self.components.items() if p.split(".")[0] == slot]
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,7 +258,7 @@ class ResolvedSpec:
         data = self.spec.model_dump(mode="json")
         for slot in SLOTS:
             resolved = self.components_of(slot)
-            if slot in ("data", "model"):
+            if slot in ("dataset", "model"):
                 data[slot] = resolved[0].to_dict() if resolved else None
             else:
                 data[slot] = [c.to_dict() for c in resolved]
@@ -327,7 +338,8 @@ def validate_envelope(text: SpecText, spec_dir: Path) -> ExperimentSpec:
             [
                 SpecIssue(
                     "spec_version",
-                    f"this wavelens reads spec_version {SPEC_VERSION}, not {version!r}",
+                    f"this wavelens reads spec_version {SPEC_VERSION} (and 1, the version before), "
+                    f"not {version!r}",
                     text.line_of(("spec_version",)),
                 )
             ],
@@ -402,13 +414,16 @@ def _resolve(
     # A profile first, then --set, then a variant: a variant changes what it names
     # in whichever profile was chosen.
     if profile is not None:
-        text = SpecText(apply_section(text.data, "profiles", profile, text.source), text.lines, text.source)
+        text = text.derive(apply_section(text.data, "profiles", profile, text.source))
     elif isinstance(text.data, dict) and text.data.get("profiles"):
-        text = SpecText({k: v for k, v in text.data.items() if k != "profiles"}, text.lines, text.source)
+        text = text.derive({k: v for k, v in text.data.items() if k != "profiles"})
     if overrides:
-        text = SpecText(apply_overrides(text.data, overrides), text.lines, text.source)
+        if text.upgraded_from == 1:  # --set data.params.x=... means what the file says
+            overrides = [renamed_v1_path(key) + sep + value
+                         for key, sep, value in (o.partition("=") for o in overrides)]
+        text = text.derive(apply_overrides(text.data, overrides))
     if variant is not None:
-        text = SpecText(apply_section(text.data, "variants", variant, text.source), text.lines, text.source)
+        text = text.derive(apply_section(text.data, "variants", variant, text.source))
     spec = validate_envelope(text, spec_dir)
     missing = [
         SpecIssue(f"plugins.{i}", f"plugin file {p} does not exist", text.line_of(("plugins", str(i))))

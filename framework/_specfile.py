@@ -41,12 +41,22 @@ def _yaml_issue(exc: yaml.YAMLError) -> SpecIssue:
 
 
 class SpecText:
-    """A spec's parsed data plus a map from dotted paths to line numbers."""
+    """A spec's parsed data plus a map from dotted paths to line numbers.
 
-    def __init__(self, data: Any, lines: dict[PathKey, int], source: str):
+    ``upgraded_from`` is the spec_version the text was written in when it was read
+    as the current one (see :func:`upgrade_v1`), else None."""
+
+    def __init__(self, data: Any, lines: dict[PathKey, int], source: str,
+                 upgraded_from: int | None = None):
         self.data = data
         self.lines = lines
         self.source = source
+        self.upgraded_from = upgraded_from
+
+    def derive(self, data: Any) -> SpecText:
+        """The same text's lines and origin with other data (a profile, a variant or
+        overrides applied)."""
+        return SpecText(data, self.lines, self.source, self.upgraded_from)
 
     def line_of(self, path: PathKey) -> int | None:
         """The line of ``path``, or of its nearest ancestor present in the file."""
@@ -146,7 +156,49 @@ def parse_spec_text(text: str, source: str) -> SpecText:
             [SpecIssue("", f"a spec is a mapping of keys to values, not a {type(data).__name__}", 1)],
         )
     assert root is not None
-    return SpecText(data, _line_map(root), source)
+    text = SpecText(data, _line_map(root), source)
+    return upgrade_v1(text) if data.get("spec_version") == 1 else text
+
+
+# spec_version 1 → 2: the slots are named by their kind, plural where they hold a
+# list: `data` became `dataset` and `probe` became `probes`.
+V1_RENAMES = {"data": "dataset", "probe": "probes"}
+
+
+def renamed_v1_path(key: str) -> str:
+    """A dotted path of spec_version 1 in the names of version 2."""
+    head, sep, rest = key.strip().partition(".")
+    return V1_RENAMES.get(head, head) + sep + rest
+
+
+def upgrade_v1(text: SpecText) -> SpecText:
+    """Read a spec_version 1 text as version 2: its ``data`` and ``probe`` keys (at
+    the top, and as the first part of the paths in ``profiles`` and ``variants``) are
+    renamed, and every line stays where it was."""
+    data = text.data
+    for old, new in V1_RENAMES.items():
+        if old in data and new in data:
+            raise SpecError(text.source, [SpecIssue(
+                old, f"spec_version 1 names this {old!r}, and the spec has {new!r} (the name of "
+                     f"spec_version 2) too: keep one, and set spec_version to match",
+                text.line_of((old,)))])
+    upgraded = {V1_RENAMES.get(key, key): value for key, value in data.items()}
+    upgraded["spec_version"] = 2
+    lines = {}
+    for path, line in text.lines.items():
+        if path and path[0] in V1_RENAMES:
+            path = (V1_RENAMES[path[0]], *path[1:])
+        elif len(path) >= 3 and path[0] in ("profiles", "variants"):
+            path = (*path[:2], renamed_v1_path(path[2]), *path[3:])
+        lines[path] = line
+    for section in ("profiles", "variants"):
+        options = upgraded.get(section)
+        if isinstance(options, dict):
+            upgraded[section] = {
+                name: {renamed_v1_path(str(k)): v for k, v in values.items()} if isinstance(values, dict)
+                else values
+                for name, values in options.items()}
+    return SpecText(upgraded, lines, text.source, upgraded_from=1)
 
 
 def read_spec_file(path: Path) -> SpecText:

@@ -237,18 +237,18 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
     from ._run import STAGE_RECORD, Run
 
     resolved = _load(args)
-    if resolved.component("data") is None:
-        raise WavelensError(f"{args.spec} declares no data")
+    if resolved.component("dataset") is None:
+        raise WavelensError(f"{args.spec} declares no dataset")
     run = Run(resolved, runs_dir=args.runs_dir)
-    directory = run.execute(until="data")
+    directory = run.execute(until="dataset")
     if run.rank != 0:  # another torchrun process: rank 0 reports
         return 0
-    summary = read_json(run.stage_dir("data") / STAGE_RECORD).get("summary") or {}
+    summary = read_json(run.stage_dir("dataset") / STAGE_RECORD).get("summary") or {}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return 0
-    plugin = resolved.component("data").plugin.name
-    console.print(f"[bold]{escape(plugin)}[/] ({escape(run.outcomes.get('data', ''))})")
+    plugin = resolved.component("dataset").plugin.name
+    console.print(f"[bold]{escape(plugin)}[/] ({escape(run.outcomes.get('dataset', ''))})")
     for title, header, rows in summary_tables(summary):
         table = Table(title=escape(title))
         for column in header:
@@ -258,7 +258,7 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
         console.print(table)
     for note in summary.get("notes") or []:
         console.print(f"- {escape(note)}", soft_wrap=True, highlight=False)
-    console.print(f"data stage: {escape(str(directory / 'stages' / 'data'))}",
+    console.print(f"dataset stage: {escape(str(directory / 'stages' / 'dataset'))}",
                   soft_wrap=True, highlight=False)
     return 0
 
@@ -267,9 +267,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from ._run import Run
 
     resolved = _load(args)
-    probes = [path for path in resolved.components if path.startswith("probe.")]
+    probes = [path for path in resolved.components if path.startswith("probes.")]
     if not probes:
-        raise WavelensError(f"{args.spec} declares no probe")
+        raise WavelensError(f"{args.spec} declares no probes")
     run = Run(resolved, runs_dir=args.runs_dir)
     directory = run.execute(until=probes[-1])
     if run.rank != 0:
@@ -363,17 +363,17 @@ def build_parser(registry: PluginRegistry | None = None) -> argparse.ArgumentPar
     add_runs_dir(run)
     run.set_defaults(func=_cmd_run)
 
-    data = commands.add_parser("data", help="prepare and inspect a spec's data")
+    data = commands.add_parser("data", help="prepare and inspect a spec's dataset")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     describe = data_commands.add_parser(
-        "describe", help="prepare the spec's data (or reuse it) and print its summary")
+        "describe", help="prepare the spec's dataset (or reuse it) and print its summary")
     add_spec_arguments(describe)
     describe.add_argument("--json", action="store_true", help="machine-readable output")
     add_runs_dir(describe)
     describe.set_defaults(func=_cmd_data_describe)
 
     probe = commands.add_parser(
-        "probe", help="run a spec's data, model and probe stages (not statistics or metrics)")
+        "probe", help="run a spec's dataset, model and probes stages (not statistics or metrics)")
     add_spec_arguments(probe)
     add_runs_dir(probe)
     probe.set_defaults(func=_cmd_probe)

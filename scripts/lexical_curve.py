@@ -51,7 +51,9 @@ def lexical_curve(run_dir: Path, every: int, n_per_code: int, values: list[float
 
     resolved = load_spec(run_dir / "spec.yaml")
     model = resolved.component("model").build()
-    splits = resolved.component("data").build().load(run_dir / "stages" / "data")
+    stages = run_dir / "stages"
+    folder = stages / "dataset" if (stages / "dataset").is_dir() else stages / "data"  # a run before spec 2
+    splits = resolved.component("dataset").build().load(folder)
     words = list(splits["train"].classes)
     params = LexicalParams(n_per_code=n_per_code, values=values)
     device = torch.device("cpu")

@@ -84,7 +84,7 @@ def _seconds_to(checkpoint: Path, record: dict, run_dir: Path) -> float:
     data stage to the checkpoint's modification time (a stopped run has no stage.json
     of its model stage)."""
     started = dt.datetime.fromisoformat(record["created"]).timestamp()
-    data = run_dir / "stages" / "data" / "stage.json"
+    data = run_dir / "stages" / "dataset" / "stage.json"
     if data.is_file():
         started += float(json.loads(data.read_text()).get("duration_s") or 0.0)
     return round(checkpoint.stat().st_mtime - started, 1)
@@ -100,7 +100,7 @@ def lexical_figures(run_dir: Path) -> dict | None:
     """The figures of the run's ``lexical_learning`` probe stage, if it has one:
     the summary and, per code value, the one-to-one accuracy, Q accuracy and the
     code→word assignment."""
-    for stage in sorted((run_dir / "stages").glob("probe.*")):
+    for stage in sorted([*(run_dir / "stages").glob("probes.*"), *(run_dir / "stages").glob("probe.*")]):
         path = stage / "lexical.json"
         if path.is_file():
             summary = json.loads(path.read_text())

@@ -121,6 +121,6 @@ def prepare_data(tmp_path: Path, plugin: str, params: str, seed: int = 4) -> tup
         spec_dir=tmp_path,
     )
     run = Run(resolved, runs_dir=tmp_path / "runs")
-    run.execute(until="data")
-    stage = run.stage_dir("data")
-    return resolved.component("data").build().load(stage), stage
+    run.execute(until="dataset")
+    stage = run.stage_dir("dataset")
+    return resolved.component("dataset").build().load(stage), stage

@@ -325,7 +325,7 @@ def test_a_spec_trains_writes_samples_and_losses(trained_run):
 
 
 def test_lexical_learning_reports_q_and_one_to_one_accuracy_per_code_and_value(trained_run):
-    stage = trained_run / "stages" / "probe.0"
+    stage = trained_run / "stages" / "probes.0"
     summary = json.loads((stage / "lexical.json").read_text())
     assert [(r["code"], r["value"]) for r in summary["codes"]] == [("0", 1), ("1", 1), ("0", 3), ("1", 3)]
     for row in summary["codes"]:
@@ -371,7 +371,7 @@ def test_lexical_learning_of_a_fiwgan_with_more_bit_patterns_than_words_lets_cod
         spec_dir=tmp_path,
     )
     directory = Run(resolved, runs_dir=tmp_path / "runs").execute()
-    summary = json.loads((directory / "stages" / "probe.0" / "lexical.json").read_text())
+    summary = json.loads((directory / "stages" / "probes.0" / "lexical.json").read_text())
     assert [r["code"] for r in summary["codes"]] == ["00", "01", "10", "11"]
     assert summary["chance_q_accuracy"] == 0.25
     counts = np.array([[r["n_ask"], r["n_wash"]] for r in summary["codes"]])

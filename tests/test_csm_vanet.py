@@ -361,7 +361,7 @@ def test_the_metrics_stage_scores_enhanced_items_one_by_one(small_run, tmp_path)
     spec = load_spec(small_run / "spec.yaml", overrides=[
         "metrics=[{plugin: pesq}, {plugin: stoi}, {plugin: vad}]",
         "evaluation={split: test, batch_size: 4, per_item: true, workers: 2}",
-        "data.params.flat_split=test",  # whole utterances
+        "dataset.params.flat_split=test",  # whole utterances
         "train=null",
         f"model.weights={small_run / 'stages' / 'model' / 'model.pt'}",
     ])

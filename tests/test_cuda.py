@@ -174,8 +174,8 @@ def test_a_spec_trains_probes_and_generates_on_cuda_in_bf16(tmp_path):
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "complete" and record["device"]["device"].startswith("cuda")
     assert json.loads((run / "stages" / "model" / "stage.json").read_text())["summary"]["trained"]
-    assert (run / "stages" / "probe.0" / "lexical.json").exists()
-    layers = json.loads((run / "stages" / "probe.1" / "layers.json").read_text())["layers"]
+    assert (run / "stages" / "probes.0" / "lexical.json").exists()
+    layers = json.loads((run / "stages" / "probes.1" / "layers.json").read_text())["layers"]
     assert layers == {f"q_network.act{i}": 16384 // 4**i for i in range(1, 6)}
 
 

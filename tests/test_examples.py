@@ -75,7 +75,7 @@ def test_local_example_spec_runs_with_both_plugins(installed_macro_f1, monkeypat
     for name in ("spec.yaml", "wav_folder.py"):
         (tmp_path / name).write_text((EXAMPLES / "local-plugin" / name).read_text())
     spec = load_spec(tmp_path / "spec.yaml", overrides=["train.steps=3", "device=cpu"])
-    assert spec.component("data").plugin.source.type == "file"
+    assert spec.component("dataset").plugin.source.type == "file"
     directory = Run(spec).execute()
     results = json.loads((directory / "stages/metrics/metrics.json").read_text())["results"]
     assert [r["metric"] for r in results] == ["accuracy", "macro_f1"]

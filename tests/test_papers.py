@@ -29,13 +29,14 @@ needs_synthesis = pytest.mark.skipif(
 )
 
 # A small corpus and a few steps: the stages and the report are those of the spec.
-GAN = ["data.params.speakers=40", "model.params.dim=2", "train.steps=2", "train.batch_size=8",
+GAN = ["dataset.params.speakers=40", "model.params.dim=2", "train.steps=2", "train.batch_size=8",
        "train.checkpoint_every=2", "train.log_every=1", "statistics.0.params.backend=mssm"]
-LEXICAL = ["probe.0.params.n_per_code=4", "probe.0.params.classifier_epochs=1",
-           "probe.0.params.classifiers=2"]
+LEXICAL = ["probes.0.params.n_per_code=4", "probes.0.params.classifier_epochs=1",
+           "probes.0.params.classifiers=2"]
 # A spec that analyses a shipped network: a smaller corpus and the fast GAMM backend.
-SHIPPED_GAN = ["data.params.speakers=40", "statistics.0.params.backend=mssm"]
-ENHANCEMENT = ["data.params.clean_speakers=6", "data.params.n_train=8", "data.params.clip_seconds=1.5",
+SHIPPED_GAN = ["dataset.params.speakers=40", "statistics.0.params.backend=mssm"]
+ENHANCEMENT = ["dataset.params.clean_speakers=6", "dataset.params.n_train=8",
+               "dataset.params.clip_seconds=1.5",
                "model.params.channels=[8,8,8,8]", "model.params.validation_files=1",
                "train.batch_size=4", "evaluation.workers=1"]
 REDUCED = {
@@ -43,8 +44,8 @@ REDUCED = {
     "ciwgan_8words": GAN + LEXICAL,
     "fricatives_s_sh": GAN,
     "fiwgan_8words": GAN + LEXICAL + ["statistics.1.params.backend=mssm"],
-    "csm_vanet_ablations": ENHANCEMENT + ["data.params.n_test_utterances=2"],
-    "csm_vanet_snr": ENHANCEMENT + ["data.params.n_test_utterances=3"],  # one per test noise
+    "csm_vanet_ablations": ENHANCEMENT + ["dataset.params.n_test_utterances=2"],
+    "csm_vanet_snr": ENHANCEMENT + ["dataset.params.n_test_utterances=3"],  # one per test noise
 }
 
 
@@ -104,11 +105,11 @@ def _check_ciwgan_8words(run_dir: Path) -> None:
                     "Figure 4 (bottom)", "Training curves of this run"):
         assert caption in report, caption
     images = _images(run_dir)
-    figure_2 = [i for i in images if i.startswith("stages/probe.1/figures/")]
+    figure_2 = [i for i in images if i.startswith("stages/probes.1/figures/")]
     assert len(figure_2) == len(words)  # one token per word
     for name in ("raw.png", "curves.png", "differences.png"):
         assert f"stages/statistics.0/q_network.act5/{name}" in images
-    assert "stages/model/losses.png" in images and "stages/probe.0/lexical.png" in images
+    assert "stages/model/losses.png" in images and "stages/probes.0/lexical.png" in images
     assert "## Resolved spec" in report and "**splits**" in report  # the spec and the data summary
 
 
@@ -123,11 +124,11 @@ def _check_ciwgan_3words(run_dir: Path) -> None:
                     "Figure 4 (bottom)", "Lexical learning:"):
         assert caption in report, caption
     images = _images(run_dir)
-    assert len([i for i in images if i.startswith("stages/probe.1/figures/")]) == len(words)
+    assert len([i for i in images if i.startswith("stages/probes.1/figures/")]) == len(words)
     for name in ("raw.png", "curves.png", "differences.png"):
         assert f"stages/statistics.0/q_network.act5/{name}" in images
-    assert "stages/probe.0/lexical.png" in images  # the network is shipped: no training curve here
-    summary = json.loads((run_dir / "stages" / "probe.0" / "lexical.json").read_text())
+    assert "stages/probes.0/lexical.png" in images  # the network is shipped: no training curve here
+    summary = json.loads((run_dir / "stages" / "probes.0" / "lexical.json").read_text())
     assert summary["chance_one_to_one"] > 1 / len(words)  # the chance line is drawn
 
 
@@ -168,7 +169,7 @@ def test_ciwgan_8words_and_the_fricatives_reuse_its_network(tmp_path, reduced):
     # The fricative spec builds the same data and trains the same model: both stages
     # come from the ciwgan-8words run; only the probe and the GAMMs are computed.
     second = _run("fricatives_s_sh", runs, reduced)
-    assert second.outcomes["data"] == f"reused from ciwgan-8words/{first.directory.name}"
+    assert second.outcomes["dataset"] == f"reused from ciwgan-8words/{first.directory.name}"
     assert second.outcomes["model"] == f"reused from ciwgan-8words/{first.directory.name}"
     assert second.outcomes["statistics.0"] == "computed"
     _check_fricatives(second.directory)
@@ -186,7 +187,7 @@ def test_ciwgan_3words_and_the_fricatives_cpu_profile_analyse_the_shipped_networ
     resolved = load_spec(SPECS / "fricatives_s_sh.yaml", SHIPPED_GAN, profile="cpu")
     second = Run(resolved, runs_dir=runs)
     second.execute()
-    assert second.outcomes["data"] == f"reused from ciwgan-3words/{first.directory.name}"
+    assert second.outcomes["dataset"] == f"reused from ciwgan-3words/{first.directory.name}"
     assert second.outcomes["model"] == f"reused from ciwgan-3words/{first.directory.name}"
     _check_fricatives(second.directory)
 

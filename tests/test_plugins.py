@@ -59,18 +59,18 @@ def test_entry_point_plugin_is_listed_and_usable_from_a_spec(entry_point_package
         """
     )
     directory = Run(load_spec(spec)).execute()
-    stage = json.loads((directory / "stages/data/stage.json").read_text())
+    stage = json.loads((directory / "stages/dataset/stage.json").read_text())
     assert stage["summary"]["splits"] == {"train": {"items": 5}}
 
 
 def test_local_plugin_file_is_listed_and_usable_from_a_spec(recorder_spec, journal):
     resolved = load_spec(recorder_spec())
-    probe = resolved.component("probe.0").plugin
+    probe = resolved.component("probes.0").plugin
     assert probe.source.type == "file"
     assert probe.source.location == str(FIXTURE_PLUGINS / "recorder.py")
     assert probe.plugin == "file:recorder"
     Run(resolved).execute()
-    assert "probe.0 run" in journal()
+    assert "probes.0 run" in journal()
 
 
 def test_validate_names_the_plugin_files_it_imports(recorder_spec, capsys):
@@ -86,7 +86,7 @@ def test_local_plugin_path_is_relative_to_the_spec(tmp_path):
     spec.write_text("spec_version: 1\nname: rel\nplugins: [./mine.py]\n"
                     "data: {plugin: counting_data}\n")
     resolved = load_spec(spec)
-    assert resolved.component("data").plugin.source.location == str(tmp_path / "sub" / "mine.py")
+    assert resolved.component("dataset").plugin.source.location == str(tmp_path / "sub" / "mine.py")
 
 
 def test_an_editable_plugin_package_is_keyed_by_its_source(entry_point_package):

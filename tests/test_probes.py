@@ -133,7 +133,7 @@ def test_probe_stage_writes_table_intervals_and_figures(tmp_path):
         spec_dir=tmp_path,
     )
     directory = Run(resolved, runs_dir=tmp_path / "runs").execute()
-    stage = directory / "stages" / "probe.0"
+    stage = directory / "stages" / "probes.0"
     layers = json.loads((stage / "layers.json").read_text())["layers"]
     lengths = (4096, 1024, 256, 64, 16)
     assert layers == {f"q_network.act{i}": n for i, n in zip(range(1, 6), lengths, strict=True)}
@@ -167,9 +167,9 @@ def test_probe_command_runs_up_to_the_probes(tmp_path, write_spec, capsys):
     )
     assert main(["probe", str(spec)]) == 0
     err = capsys.readouterr().err
-    assert "probe.0 (computed)" in err
+    assert "probes.0 (computed)" in err
     (run,) = (tmp_path / "runs" / "probe-cli").iterdir()
-    table = pd.read_csv(run / "stages" / "probe.0" / "feature_maps.csv")
+    table = pd.read_csv(run / "stages" / "probes.0" / "feature_maps.csv")
     assert set(table["layer"]) == {"q_network.conv1"} and table["sample"].max() == 4096
 
 
@@ -199,6 +199,6 @@ def test_the_probe_any_cnn_example_spec_runs(tmp_path):
 
     resolved = load_spec(REPO / "examples" / "probe-any-cnn" / "spec.yaml")
     directory = Run(resolved, runs_dir=tmp_path / "runs").execute()
-    layers = json.loads((directory / "stages" / "probe.0" / "layers.json").read_text())
+    layers = json.loads((directory / "stages" / "probes.0" / "layers.json").read_text())
     assert layers["layers"] == {"conv1": 1024, "conv2": 256}
     assert layers["post_activation"] == {"conv*": "relu"}

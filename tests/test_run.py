@@ -27,12 +27,12 @@ def execute(spec, **kwargs):
 def test_run_executes_every_stage_in_order(recorder_spec, journal):
     run, directory = execute(recorder_spec())
     assert journal() == [
-        "data prepare", "model train from 0", "probe.0 run", "statistics.0 run",
+        "dataset prepare", "model train from 0", "probes.0 run", "statistics.0 run",
     ]
-    assert list(run.outcomes) == ["data", "model", "probe.0", "statistics.0", "metrics"]
+    assert list(run.outcomes) == ["dataset", "model", "probes.0", "statistics.0", "metrics"]
     assert set(run.outcomes.values()) == {"computed"}
     result = json.loads((directory / "stages/statistics.0/result.json").read_text())
-    table = (directory / "stages/probe.0/table.csv").read_text().splitlines()
+    table = (directory / "stages/probes.0/table.csv").read_text().splitlines()
     values = [float(line.split(",")[1]) for line in table[1:]]
     assert result["mean"] == pytest.approx(sum(values) / len(values))
 
@@ -93,14 +93,14 @@ def test_interrupted_run_resumes_without_recomputing_finished_stages(
     monkeypatch.setenv("WAVELENS_TEST_INTERRUPT_AT", "5")
     with pytest.raises(RunInterrupted, match="stage model"):
         execute(spec)
-    assert journal() == ["data prepare", "model train from 0"]
+    assert journal() == ["dataset prepare", "model train from 0"]
     run, directory = execute(spec)
     # the data stage is not prepared again; training continues from checkpoint 4
     assert journal() == [
-        "data prepare", "model train from 0", "model train from 4",
-        "probe.0 run", "statistics.0 run",
+        "dataset prepare", "model train from 0", "model train from 4",
+        "probes.0 run", "statistics.0 run",
     ]
-    assert run.outcomes["data"] == "reused" and run.outcomes["model"] == "computed"
+    assert run.outcomes["dataset"] == "reused" and run.outcomes["model"] == "computed"
     record = json.loads((directory / "run.json").read_text())
     assert record["status"] == "complete"
 
@@ -115,8 +115,8 @@ def test_an_interrupted_stage_is_resumed_after_a_change_elsewhere_in_the_spec(
     with pytest.raises(RunInterrupted):
         execute(spec)
     monkeypatch.delenv("WAVELENS_TEST_INTERRUPT_AT")
-    run, directory = execute(spec, overrides=["probe.0.params.split=train"])
-    assert journal()[:3] == ["data prepare", "model train from 0", "model train from 4"]
+    run, directory = execute(spec, overrides=["probes.0.params.split=train"])
+    assert journal()[:3] == ["dataset prepare", "model train from 0", "model train from 4"]
     assert run.outcomes["model"] == "computed"
     earlier = [d for d in directory.parent.iterdir() if d != directory]
     assert len(earlier) == 1 and not (earlier[0] / "stages" / "model.partial").exists()  # taken over
@@ -129,7 +129,7 @@ def test_interrupted_stage_leaves_no_finished_record(recorder_spec, monkeypatch)
     with pytest.raises(RunInterrupted):
         run.execute()
     stages = run.directory / "stages"
-    assert (stages / "data" / "stage.json").is_file()
+    assert (stages / "dataset" / "stage.json").is_file()
     assert not (stages / "model").exists()
     assert (stages / "model.partial" / "checkpoints").is_dir()
     record = json.loads((run.directory / "run.json").read_text())
@@ -142,12 +142,12 @@ def test_changed_downstream_params_reuse_upstream_stages_from_the_earlier_run(
     spec = recorder_spec()
     _, first = execute(spec)
     journal_before = len(journal())
-    run, second = execute(spec, overrides=["probe.0.params.split=train"])
+    run, second = execute(spec, overrides=["probes.0.params.split=train"])
     assert second != first
-    assert run.outcomes["data"] == f"reused from {first.name}"
+    assert run.outcomes["dataset"] == f"reused from {first.name}"
     assert run.outcomes["model"] == f"reused from {first.name}"
-    assert run.outcomes["probe.0"] == "computed"
-    assert journal()[journal_before:] == ["probe.0 run", "statistics.0 run"]
+    assert run.outcomes["probes.0"] == "computed"
+    assert journal()[journal_before:] == ["probes.0 run", "statistics.0 run"]
     # reused folders are hard links of the earlier run's files, not copies
     assert os.path.samefile(first / "stages/model/model.pt", second / "stages/model/model.pt")
 
@@ -171,8 +171,8 @@ def test_stage_seed_does_not_depend_on_earlier_stages_being_reused(recorder_spec
     spec = recorder_spec()
     _, first = execute(spec)
     _, second = execute(spec, fresh=True)
-    a = (first / "stages/probe.0/table.csv").read_text()
-    b = (second / "stages/probe.0/table.csv").read_text()
+    a = (first / "stages/probes.0/table.csv").read_text()
+    b = (second / "stages/probes.0/table.csv").read_text()
     assert a == b
 
 
@@ -206,18 +206,18 @@ def test_sigterm_stops_the_cli_cleanly_and_the_next_run_resumes(recorder_spec, j
     assert process.returncode == 130
     assert "received signal SIGTERM" in err and "run the same command again" in err
     run, _ = execute(spec)
-    assert run.outcomes["data"] == "reused"
-    assert journal()[-3:] == ["model train from 4", "probe.0 run", "statistics.0 run"]
+    assert run.outcomes["dataset"] == "reused"
+    assert journal()[-3:] == ["model train from 4", "probes.0 run", "statistics.0 run"]
 
 
 def test_leftover_hard_link_copy_does_not_block_reuse(recorder_spec):
     spec = recorder_spec()
     execute(spec)
-    run = Run(load_spec(spec, overrides=["probe.0.params.split=train"]))
-    (run.directory / "stages" / "data.linking").mkdir(parents=True)  # an interrupted copy
+    run = Run(load_spec(spec, overrides=["probes.0.params.split=train"]))
+    (run.directory / "stages" / "dataset.linking").mkdir(parents=True)  # an interrupted copy
     run.execute()
-    assert run.outcomes["data"].startswith("reused from")
-    assert not (run.directory / "stages" / "data.linking").exists()
+    assert run.outcomes["dataset"].startswith("reused from")
+    assert not (run.directory / "stages" / "dataset.linking").exists()
 
 
 def test_running_until_a_stage_leaves_a_partial_run_that_the_full_run_continues(
@@ -225,20 +225,20 @@ def test_running_until_a_stage_leaves_a_partial_run_that_the_full_run_continues(
 ):
     spec = recorder_spec()
     run = Run(load_spec(spec))
-    directory = run.execute(until="data")
-    assert journal() == ["data prepare"]
+    directory = run.execute(until="dataset")
+    assert journal() == ["dataset prepare"]
     record = json.loads((directory / "run.json").read_text())
-    assert (record["status"], record["stage"]) == ("partial", "data")
+    assert (record["status"], record["stage"]) == ("partial", "dataset")
     assert not (directory / "report.md").exists()
     run, again = execute(spec)
-    assert again == directory and run.outcomes["data"] == "reused"
-    assert journal() == ["data prepare", "model train from 0", "probe.0 run", "statistics.0 run"]
-    Run(load_spec(spec)).execute(until="data")  # a finished run is not downgraded
+    assert again == directory and run.outcomes["dataset"] == "reused"
+    assert journal() == ["dataset prepare", "model train from 0", "probes.0 run", "statistics.0 run"]
+    Run(load_spec(spec)).execute(until="dataset")  # a finished run is not downgraded
     assert json.loads((directory / "run.json").read_text())["status"] == "complete"
 
 
 def test_running_until_an_unknown_stage_names_the_stages(recorder_spec):
-    with pytest.raises(WavelensError, match="no stage 'train'; its stages are data, model"):
+    with pytest.raises(WavelensError, match="no stage 'train'; its stages are dataset, model"):
         Run(load_spec(recorder_spec())).execute(until="train")
 
 

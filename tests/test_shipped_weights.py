@@ -139,7 +139,7 @@ def test_a_shipped_gan_reaches_its_manifests_lexical_figures(name, tmp_path):
 
 
 def test_a_shipped_gan_keeps_its_runs_lexical_learning_figures(tmp_path):
-    stage = tmp_path / "stages" / "probe.0"
+    stage = tmp_path / "stages" / "probes.0"
     stage.mkdir(parents=True)
     codes = [{"code": str(c), "value": v, "q_accuracy": 1.0, "n_ask": 90 if c == 0 else 5,
               "n_wash": 10 if c == 0 else 95} for v in (1.0, 2.0) for c in (0, 1)]
@@ -149,7 +149,7 @@ def test_a_shipped_gan_keeps_its_runs_lexical_learning_figures(tmp_path):
     (stage / "lexical.json").write_text(json.dumps(summary))
     figures = _ship_module().lexical_figures(tmp_path)
     assert figures["one_to_one_accuracy"] == 0.925 and figures["learned"] is True
-    assert figures["n_per_code"] == 100 and figures["stage"] == "probe.0"
+    assert figures["n_per_code"] == 100 and figures["stage"] == "probes.0"
     assert "codes" not in figures  # the per-code table stays in the run
     assert _ship_module().lexical_figures(tmp_path / "elsewhere") is None
 

@@ -36,7 +36,7 @@ def issues_of(excinfo) -> dict[str, str]:
 def test_valid_spec_resolves_params_with_defaults(write_spec):
     resolved = load_spec(write_spec(GOOD))
     data = resolved.to_dict()
-    assert data["data"]["params"]["sample_rate"] == 16000  # default filled in
+    assert data["dataset"]["params"]["sample_rate"] == 16000  # default filled in
     assert data["model"]["params"]["learning_rate"] == 1e-3
     assert data["train"]["checkpoint_every"] == 1000
 
@@ -108,7 +108,7 @@ def test_missing_required_plugin_param_names_its_path(tmp_path, write_spec):
                       "data: {plugin: needs_root, params: {}}\n")
     with pytest.raises(SpecError) as caught:
         load_spec(spec)
-    assert issues_of(caught) == {"data.params.root": "required field missing"}
+    assert issues_of(caught) == {"dataset.params.root": "required field missing"}
 
 
 def test_all_problems_are_reported_together(write_spec):
@@ -120,7 +120,7 @@ def test_all_problems_are_reported_together(write_spec):
     text = GOOD.replace("n_classes: 4", "n_classes: x").replace("n_train: 16", "n_train: -1")
     with pytest.raises(SpecError) as caught:
         load_spec(write_spec(text))
-    assert set(issues_of(caught)) == {"data.params.n_train", "model.params.n_classes"}
+    assert set(issues_of(caught)) == {"dataset.params.n_train", "model.params.n_classes"}
 
 
 def test_python_object_tag_is_refused(write_spec, tmp_path):
@@ -203,7 +203,7 @@ def test_many_problems_are_all_kept_but_the_message_lists_twenty():
 def test_non_finite_numbers_are_refused_in_plugin_params(write_spec, value):
     with pytest.raises(SpecError) as caught:
         load_spec(write_spec(GOOD.replace("n_test: 8}", f"n_test: 8, snr_db: {value}}}")))
-    assert "finite number" in issues_of(caught)["data.params.snr_db"]
+    assert "finite number" in issues_of(caught)["dataset.params.snr_db"]
 
 
 def test_invalid_yaml_reports_the_line(write_spec):
@@ -219,8 +219,45 @@ def test_top_level_must_be_a_mapping():
 
 
 def test_future_spec_version_is_refused():
-    with pytest.raises(SpecError, match="reads spec_version 1, not 2"):
-        load_spec_text("spec_version: 2\nname: x\n")
+    with pytest.raises(SpecError, match=r"reads spec_version 2 \(and 1, the version before\), not 3"):
+        load_spec_text("spec_version: 3\nname: x\n")
+
+
+V1 = """spec_version: 1
+name: old
+data: {plugin: tones, params: {n_train: 8}}
+model: {plugin: tiny_cnn}
+probe:
+  - {plugin: feature_map_average, params: {layers: [conv1]}}
+variants:
+  small: {data.params.n_train: 4}
+"""
+
+
+def test_a_version_1_spec_is_read_with_the_slots_named_by_their_kind(tmp_path):
+    from wavelens.host import plan_stages
+
+    spec = tmp_path / "old.yaml"
+    spec.write_text(V1)
+    resolved = load_spec(spec, overrides=["data.params.n_test=6"])  # the file's own names work
+    assert resolved.spec.spec_version == 2 and resolved.spec.dataset.params == {"n_train": 8, "n_test": 6}
+    assert [p.name for p in plan_stages(resolved)] == ["dataset", "model", "probes.0"]
+    assert load_spec(spec, variant="small").component("dataset").params.n_train == 4
+    written = spec.with_name("new.yaml")
+    written.write_text(V1.replace("spec_version: 1", "spec_version: 2").replace("data", "dataset")
+                       .replace("probe:", "probes:"))
+    assert [p.key for p in plan_stages(load_spec(written))] == [p.key for p in plan_stages(load_spec(spec))]
+    # An error names the path in version 2's words, on the line the file has it.
+    spec.write_text(V1.replace("n_train: 8", "n_train: -1"))
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    (issue,) = caught.value.issues
+    assert issue.path == "dataset.params.n_train" and issue.line == 3
+
+
+def test_a_version_1_spec_with_both_names_is_refused():
+    with pytest.raises(SpecError, match="spec_version 1 names this 'data', and the spec has 'dataset'"):
+        load_spec_text(V1 + "dataset: {plugin: tones}\n")
 
 
 def test_stage_without_its_inputs_is_refused():
@@ -275,7 +312,7 @@ def test_run_print_shows_the_resolved_spec(write_spec, capsys, tmp_path, monkeyp
     assert main(["run", str(write_spec(GOOD)), "--print", "--set", "seed=11"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed"] == 11
-    assert printed["data"]["params"]["sample_rate"] == 16000
+    assert printed["dataset"]["params"]["sample_rate"] == 16000
     assert not Path("runs").exists() or not any(Path("runs").iterdir())
 
 
@@ -431,11 +468,11 @@ def test_run_runs_every_variant_and_compares_them_in_one_table(write_spec, tmp_p
     rows = comparisons[0].read_text().splitlines()
     assert rows[0].startswith("variant,run,parameters,accuracy") and len(rows) == 3
     wide = next(experiment.glob("*-wide-*"))
-    record = json.loads((wide / "stages" / "data" / "stage.json").read_text())
+    record = json.loads((wide / "stages" / "dataset" / "stage.json").read_text())
     base = next(experiment.glob("*-base-*"))
-    assert record["key"] == json.loads((base / "stages" / "data" / "stage.json").read_text())["key"]
-    assert (wide / "stages" / "data" / "stage.json").stat().st_ino == (
-        base / "stages" / "data" / "stage.json").stat().st_ino  # prepared once, hard-linked
+    assert record["key"] == json.loads((base / "stages" / "dataset" / "stage.json").read_text())["key"]
+    assert (wide / "stages" / "dataset" / "stage.json").stat().st_ino == (
+        base / "stages" / "dataset" / "stage.json").stat().st_ino  # prepared once, hard-linked
     report = (comparisons[0].parent / "report.md").read_text()
     assert "| variant | #Param. |" in report and "| wide |" in report
     # A classification metric is compared like any other, with the exact parameter

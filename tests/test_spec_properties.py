@@ -12,12 +12,12 @@ from wavelens import SpecError
 from wavelens.host import ResolvedSpec, load_spec_text
 
 BASE = {
-    "spec_version": 1,
+    "spec_version": 2,
     "name": "prop",
     "seed": 1,
     "device": "cpu",
     "precision": "fp32",
-    "data": {"plugin": "tones", "params": {"n_train": 8, "n_test": 4}},
+    "dataset": {"plugin": "tones", "params": {"n_train": 8, "n_test": 4}},
     "model": {"plugin": "tiny_cnn", "params": {"channels": [4, 8], "learning_rate": 0.01}},
     "train": {"steps": 3, "batch_size": 2},
     "metrics": [{"plugin": "accuracy", "params": {}}],
@@ -25,9 +25,9 @@ BASE = {
 }
 
 KEYS = sorted(
-    {"spec_version", "name", "seed", "device", "precision", "plugins", "data", "model", "train",
-     "probe", "statistics", "metrics", "evaluation", "report", "plugin", "params", "weights",
-     "steps", "batch_size", "n_train", "channels", "learning_rate", "formats", "split"}
+    {"spec_version", "name", "seed", "device", "precision", "plugins", "dataset", "data",
+     "model", "train", "probes", "probe", "statistics", "metrics", "evaluation", "report", "plugin",
+     "params", "weights", "steps", "batch_size", "n_train", "channels", "learning_rate", "formats", "split"}
 )
 
 scalars = st.one_of(
@@ -153,7 +153,7 @@ def test_aliases_expand_within_bounds_or_are_refused_quickly(width, depth, key):
 
 
 @SETTINGS
-@given(st.sampled_from([("model", "params", "learning_rate"), ("data", "params", "snr_db")]),
+@given(st.sampled_from([("model", "params", "learning_rate"), ("dataset", "params", "snr_db")]),
        st.sampled_from([float("nan"), float("inf"), float("-inf")]))
 def test_non_finite_numbers_in_float_params_are_refused_with_their_path(path, value):
     spec = copy.deepcopy(BASE)

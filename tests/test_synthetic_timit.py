@@ -124,13 +124,13 @@ def test_slicer_reads_the_synthetic_tree_unchanged(tiny_corpus, tmp_path):
         spec_dir=tmp_path,
     )
     run = Run(resolved, runs_dir=tmp_path / "runs")
-    run.execute(until="data")
-    splits = resolved.component("data").build().load(run.stage_dir("data"))
+    run.execute(until="dataset")
+    splits = resolved.component("dataset").build().load(run.stage_dir("dataset"))
     words = [item["word"] for split in splits.values() for item in split]
     assert len(words) == 32 and all(words.count(w) == 4 for w in set(words))
     ask = [item for split in splits.values() for item in split if item["word"] == "ask"]
     assert sum(item["phones"] is not None for item in ask) == 2
-    assert "synthesised by wavelens" in (run.stage_dir("data") / "report.md").read_text()
+    assert "synthesised by wavelens" in (run.stage_dir("dataset") / "report.md").read_text()
 
 
 def test_finished_utterances_are_not_synthesised_again(tmp_path):

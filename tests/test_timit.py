@@ -266,7 +266,7 @@ def test_data_describe_prints_the_counts_and_reuses_the_data(tmp_path, write_spe
     err = capsys.readouterr().err
     assert "(reused)" in err and "wash" in err and "tokens" in err
     assert main(["run", str(spec)]) == 0
-    assert "stage data: finished earlier, reused" in capsys.readouterr().err
+    assert "stage dataset: finished earlier, reused" in capsys.readouterr().err
 
 
 def test_the_run_report_shows_the_data_summary(tmp_path, write_spec):

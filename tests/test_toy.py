@@ -15,7 +15,7 @@ from wavelens.plugins.toy.tones import CLASSES, TonesParams, synthesize
 from conftest import REPO
 
 DEMO = REPO / "specs" / "demo.yaml"
-SMALL = ["data.params.n_train=16", "data.params.n_test=8", "model.params.channels=[4, 4]",
+SMALL = ["dataset.params.n_train=16", "dataset.params.n_test=8", "model.params.channels=[4, 4]",
          "train.batch_size=4", "train.checkpoint_every=3", "device=cpu"]
 
 
