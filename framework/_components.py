@@ -263,7 +263,7 @@ class MetricColumn:
     Attributes:
         key: the column: the metric's name for a single number, a key of the dict
             ``compute`` returns, or that key prefixed with the metric's name (a key
-            the metric does not declare is always prefixed: ``vad_accuracy``).
+            the metric does not declare is always prefixed: ``frame_accuracy``).
         label: the column's header (``Accuracy``).
         digits: decimals shown (None: four significant digits).
         rank: columns of all metrics are ordered by rank, then as declared.

@@ -69,7 +69,7 @@ def presentation(metrics: Mapping[str, Metric]) -> list[dict[str, Any]]:
 def column_for(metric: str, key: str, declared: Iterable[str]) -> str:
     """The column of the value ``key`` of the metric named ``metric``: the key itself
     when it is the metric's name, a declared column or already prefixed; otherwise
-    prefixed with the metric's name (``vad_accuracy``), so that two metrics' keys
+    prefixed with the metric's name (``frame_accuracy``), so that two metrics' keys
     never collide."""
     if key == metric or key in set(declared) or key.startswith(f"{metric}_"):
         return key

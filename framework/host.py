@@ -8,7 +8,7 @@ change without notice::
 
     from wavelens.host import Run, load_spec
 
-    resolved = load_spec("specs/ciwgan_3words.yaml", profile="retrain")
+    resolved = load_spec("specs/demo.yaml", profile="quick")
     run_dir = Run(resolved).execute()
 """
 
