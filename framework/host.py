@@ -8,7 +8,7 @@ change without notice::
 
     from wavelens.host import Run, load_spec
 
-    resolved = load_spec("specs/demo.yaml", profile="quick")
+    resolved = load_spec("specs/demo.yaml", overrides=["train.steps=100"])
     run_dir = Run(resolved).execute()
 """
 
