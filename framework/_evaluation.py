@@ -119,12 +119,30 @@ def summarize(rows: list[dict[str, Any]], by: str | Sequence[str] | None = None,
         scored = [r for r in members if r["status"] == "ok"]
         entry: dict[str, Any] = dict(zip(keys, key, strict=True)) if keys else {"set": "all"}
         entry.update(files=len(members), scored=len(scored))
+        missing: dict[str, int] = {}
         for column in columns:
-            values = [r[column] for r in scored
-                      if isinstance(r.get(column), (int, float)) and not math.isnan(r[column])]
+            values = [r[column] for r in scored if _finite(r.get(column))]
             entry[column] = float(np.mean(values)) if values else math.nan
+            if len(values) < len(scored):
+                missing[column] = len(scored) - len(values)
+        if missing:  # a value that could not be computed is counted, never quietly left out
+            entry["missing"] = missing
         summary.append(entry)
     return summary
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def with_missing(text: str, missing: int, counted: int) -> str:
+    """A shown mean, marked ``(n of m)`` when it is the mean of the ``n`` files whose
+    value could be computed, out of ``m`` scored."""
+    return f"{text} ({counted - missing} of {counted})" if missing and text != "–" else text
+
+
+MISSING_NOTE = ("A value marked (n of m) is the mean over the n files whose value could be computed; "
+                "for the other m − n it is missing (not a number) in the per-file scores.")
 
 
 def summary_markdown(summary: list[dict[str, Any]], by: str | Sequence[str] | None = None,
@@ -135,13 +153,15 @@ def summary_markdown(summary: list[dict[str, Any]], by: str | Sequence[str] | No
     if not summary:
         return ""
     keys = _by_columns(by) or ["set"]
-    shown = [c for c in summary[0] if c not in (*keys, "files", "scored")]
+    shown = [c for c in summary[0] if c not in (*keys, "files", "scored", "missing")]
     style = {c["key"]: c for c in columns}
     header = keys + [style[c]["label"] if c in style else c for c in shown] + ["files scored"]
     rows = [[_cell(entry[k]) for k in keys]
-            + [format_value(entry[c], style.get(c, {}).get("digits")) for c in shown]
+            + [with_missing(format_value(entry[c], style.get(c, {}).get("digits")),
+                            entry.get("missing", {}).get(c, 0), entry["scored"]) for c in shown]
             + [f"{entry['scored']} of {entry['files']}"] for entry in summary]
-    return markdown_table(header, rows)
+    table = markdown_table(header, rows)
+    return table + ("\n\n" + MISSING_NOTE if any(entry.get("missing") for entry in summary) else "")
 
 
 def format_value(value: Any, digits: int | None) -> str:

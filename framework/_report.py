@@ -16,7 +16,7 @@ from pathlib import Path
 import markdown
 
 from ._errors import WavelensError
-from ._evaluation import column_for, format_value, group_order
+from ._evaluation import MISSING_NOTE, column_for, format_value, group_order, with_missing
 from ._io import markdown_table, read_json, save_figure, write_csv, write_json, write_text
 
 __all__ = ["write_report", "write_comparison", "rewrite_comparison", "render_markdown", "summary_tables",
@@ -201,7 +201,7 @@ def _expand_results(rows: list[dict]) -> None:
                 row[result["metric"]] = value
 
 
-BOOKKEEPING = {"variant", "run", "parameters", "files", "scored"}
+BOOKKEEPING = {"variant", "run", "parameters", "files", "scored", "missing"}
 
 
 def _layout(rows: list[dict], present: set[str]) -> list[dict]:
@@ -251,9 +251,10 @@ def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], li
         return [], [], []
     by = with_groups[0]["_by"]
     row_key, column_key = by[0], (by[1] if len(by) > 1 else None)
-    present = {k for row in with_groups for g in row["_grouped"] for k in g} - {row_key, column_key, "files",
-                                                                              "scored"}
-    columns = _layout(with_groups, present)
+    present = {k for row in with_groups for g in row["_grouped"] for k in g} - {
+        row_key, column_key, "files", "scored", "missing"}
+    # (the groups' own keys too: a value no metric declares still gets its column)
+    columns = _layout([*with_groups, *(g for row in with_groups for g in row["_grouped"])], present)
     metrics = [c["key"] for c in columns]
     labels = {c["key"]: c["label"] for c in columns}
     digits = {c["key"]: c.get("digits") for c in columns}
@@ -278,7 +279,9 @@ def grouped_comparison(rows: list[dict]) -> tuple[list[str], list[list[str]], li
                 members = groups if column_value is None else [
                     g for g in groups if g.get(column_key) == column_value]
                 for metric in metrics:
-                    weighted = [(g[metric], g.get("scored", 1)) for g in members
+                    # each group's mean weighs by the files it is the mean of
+                    weighted = [(g[metric], g.get("scored", 1) - g.get("missing", {}).get(metric, 0))
+                                for g in members
                                 if isinstance(g.get(metric), (int, float)) and g[metric] == g[metric]]
                     total = sum(w for _, w in weighted)
                     mean = sum(v * w for v, w in weighted) / total if total else float("nan")
@@ -339,11 +342,18 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
     cells = []
     for row in rows:
         scored = [f"{row['scored']} of {row['files']}" if "scored" in row else "–"] if counted else []
+        missing = row.get("missing") or {}
         cells.append([row["variant"], parameter_count(row.get("parameters")),
-                      *(format_value(row.get(c["key"]), c.get("digits")) for c in columns), *scored])
+                      *(with_missing(format_value(row.get(c["key"]), c.get("digits")),
+                                     missing.get(c["key"], 0), row.get("scored", 0)) for c in columns),
+                      *scored])
     table = markdown_table(header, cells)
+    if any(row.get("missing") for row in rows):
+        table += "\n\n" + MISSING_NOTE
     folder.mkdir(parents=True, exist_ok=True)
-    write_csv(folder / "table.csv", rows, list(dict.fromkeys(k for row in rows for k in row)))
+    flat = [{**{k: v for k, v in row.items() if k != "missing"},
+             **{f"{key}_missing": n for key, n in (row.get("missing") or {}).items()}} for row in rows]
+    write_csv(folder / "table.csv", flat, list(dict.fromkeys(k for row in flat for k in row)))
     write_json(folder / "table.json", {"title": title, "runs": [[n, Path(r).name] for n, r in runs.items()],
                                        "rows": rows, "grouped": group_records, "columns": columns})
     links = "\n".join(

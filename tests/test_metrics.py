@@ -217,6 +217,27 @@ def test_a_metric_that_fails_on_one_file_makes_an_error_entry_with_its_reason(tm
     assert summarize(rows)[0]["scored"] == 0
 
 
+def test_a_value_that_could_not_be_computed_is_counted_not_quietly_left_out_of_the_mean():
+    nan = float("nan")
+    rows = [{"file": f"{i}.wav", "status": "ok", "reason": "", "snr": snr, "pesq": 2.0 + i, "csig": csig}
+            for i, (snr, csig) in enumerate([(0, 3.0), (0, nan), (5, 4.0), (5, 5.0)])]
+    (overall,) = summarize([{k: v for k, v in r.items() if k != "snr"} for r in rows])
+    assert overall["csig"] == pytest.approx(4.0) and overall["missing"] == {"csig": 1}
+    assert overall["pesq"] == pytest.approx(3.5) and overall["scored"] == 4
+    table = summary_markdown([overall])
+    assert "| all | 3.5 | 4 (3 of 4) | 4 of 4 |" in table and "mean over the n files" in table
+    grouped = summarize(rows, by="snr")
+    assert [g.get("missing", {}) for g in grouped] == [{"csig": 1}, {}]
+    assert "1 of 2" in summary_markdown(grouped, by="snr")
+    # A group whose mean is over fewer files weighs by those files in the variants' average.
+    from wavelens._report import grouped_comparison
+
+    variant = {"variant": "a", "_by": ["snr"], "_grouped": grouped, "_columns": []}
+    _, _, records = grouped_comparison([variant])
+    assert {r["snr"]: r["csig"] for r in records} == {0: 3.0, 5: 4.5}
+    assert not any("missing" in key for r in records for key in r)
+
+
 def test_summaries_group_by_a_column_under_the_metrics_labels():
     rows = [
         {
