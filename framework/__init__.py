@@ -52,7 +52,14 @@ from ._errors import (
     StageError,
     WavelensError,
 )
-from ._evaluation import item_scorer, metric_columns, presentation, summarize, summary_markdown
+from ._evaluation import (
+    available_cores,
+    item_scorer,
+    metric_columns,
+    presentation,
+    summarize,
+    summary_markdown,
+)
 from ._extensions import ExtensionEntry, ExtensionPoint
 from ._hookspecs import hookimpl
 from ._io import (
@@ -107,6 +114,7 @@ __all__ = [
     "WavelensError",
     "atomic_write",
     "audio_channels",
+    "available_cores",
     "cache_dir",
     "collate_items",
     "console",

@@ -35,9 +35,26 @@ def _values(name: str, value: Any) -> dict[str, float]:
 _WORKER_METRICS: Mapping[str, Metric] = {}
 
 
+# Thread-pool sizes of the native libraries, read once when each loads: a worker
+# process must have them before numpy, scipy and torch are imported (that is, when
+# the forkserver that preloads them starts), or every worker runs a pool of its own.
+SINGLE_THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                            "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                                            "VECLIB_MAXIMUM_THREADS")}
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or
+    ``taskset`` may narrow), not every core of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def _init_worker(metrics: Mapping[str, Metric]) -> None:
     global _WORKER_METRICS
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
     _WORKER_METRICS = metrics
 
 
@@ -256,5 +273,25 @@ def _pool(metrics: Mapping[str, Metric], workers: int) -> ProcessPoolExecutor:
     context.set_forkserver_preload(
         sorted({__name__, *(type(m).__module__ for m in metrics.values())})
     )
+    _start_forkserver_single_threaded()
     return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                initargs=(dict(metrics),))
+
+
+def _start_forkserver_single_threaded() -> None:
+    """Start the forkserver (if it is not running yet) with the native libraries'
+    thread pools at one thread, so that it and every worker forked from it load
+    numpy, scipy and torch single-threaded; this process's own environment is left
+    as it was."""
+    from multiprocessing import forkserver
+
+    saved = {name: os.environ.get(name) for name in SINGLE_THREAD_ENV}
+    os.environ.update(SINGLE_THREAD_ENV)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -236,6 +237,19 @@ def test_a_value_that_could_not_be_computed_is_counted_not_quietly_left_out_of_t
     _, _, records = grouped_comparison([variant])
     assert {r["snr"]: r["csig"] for r in records} == {0: 3.0, 5: 4.5}
     assert not any("missing" in key for r in records for key in r)
+
+
+def test_scoring_workers_run_every_native_library_single_threaded(monkeypatch):
+    from thread_counting import ThreadCounting
+
+    from wavelens import available_cores, item_scorer
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # what this process's own libraries were told
+    with item_scorer({"threads": ThreadCounting()}, workers=2) as score:
+        rows = [row for row, _ in score([(0, 0)] * 4)]
+    assert {(r["threads_native_threads"], r["threads_torch_threads"]) for r in rows} == {(1.0, 1.0)}
+    assert os.environ["OMP_NUM_THREADS"] == "4"  # left as it was here
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
 
 
 def test_summaries_group_by_a_column_under_the_metrics_labels():

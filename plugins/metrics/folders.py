@@ -11,7 +11,6 @@ bad file never stops the evaluation, and summaries count only the files scored.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from wavelens import (
     Metric,
     StageError,
     audio_channels,
+    available_cores,
     item_scorer,
     read_audio,
     resample,
@@ -123,7 +123,7 @@ def evaluate_folders(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows (one per paired file, in name order) and notes on unpaired files."""
     pairs, notes = pair_files(Path(reference), Path(estimate))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(pairs)))
+    workers = max(1, min(workers or available_cores(), len(pairs)))
     wrap = progress or (lambda items, **_: items)
 
     def scored(score) -> Iterable[dict[str, Any]]:

@@ -38,6 +38,7 @@ from wavelens import (
     StageContext,
     StageError,
     WavelensError,
+    available_cores,
     cache_dir,
     hookimpl,
     read_json,
@@ -225,7 +226,7 @@ def _build_locked(params: SynthesisParams, key: dict[str, Any], root: Path,
     partial.mkdir(parents=True, exist_ok=True)
     speakers, jobs = plan_corpus(params, partial, variants)
     batches = _batches(jobs, 12)
-    workers = params.workers or os.cpu_count() or 1
+    workers = params.workers or available_cores()
     if log:
         log.info("synthesising %d utterances of %d speakers with %d processes into %s",
                  len(jobs), len(speakers), workers, partial)
