@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 
 from wavelens import StageError, WavelensError
-from wavelens.plugins.noisy_speech.mixtures import MixtureParams, coloured_noise, mix_at_snr
+from wavelens.plugins.noisy_speech.mixtures import MixtureParams, coloured_noise, mix_at_snr, recording_path
 from wavelens.plugins.noisy_speech.vad import frame_energy_db, vad_labels
 
 from conftest import SHARED_DATA, prepare_data
@@ -250,9 +250,28 @@ def test_recordings_join_the_training_speech_and_can_be_the_test_speech(tmp_path
     assert "train_recordings" not in MixtureParams().model_dump()
 
 
-def test_a_missing_recording_is_refused_by_name(tmp_path):
+def test_a_missing_recording_is_refused_by_name(tmp_path, monkeypatch):
     with pytest.raises(ValidationError, match="train_recordings: .*nowhere.wav is not a file"):
         MixtureParams(train_recordings=[tmp_path / "nowhere.wav"])
+    monkeypatch.setenv("WAVELENS_SHARED_DATA", str(tmp_path))
+    write(tmp_path / "speech" / "talk.wav", bursts(16000, [(0, 16000)]), RATE)
+    with pytest.raises(ValidationError, match="test_recordings: .*speech/gone.wav is not a file"):
+        MixtureParams(test_recordings=["shared:speech/talk.wav", "shared:speech/gone.wav"])
+
+
+def test_shared_recordings_keep_their_name_and_key_wherever_the_shared_folder_is(tmp_path, monkeypatch):
+    keys = []
+    for place in ("one", "two"):
+        write(tmp_path / place / "speech" / "talk.wav", bursts(16000, [(0, 16000)]), RATE)
+        monkeypatch.setenv("WAVELENS_SHARED_DATA", str(tmp_path / place))
+        params = MixtureParams(train_recordings=["shared:speech/talk.wav"])
+        assert recording_path(params.train_recordings[0]) == tmp_path / place / "speech" / "talk.wav"
+        keys.append(params.model_dump(mode="json"))
+    assert keys[0] == keys[1] and keys[0]["train_recordings"] == ["shared:speech/talk.wav"]
+    # An absent shared folder passes validation (a spec stays valid on a machine without
+    # it) and is refused, with the folder named, when the mixtures are made.
+    monkeypatch.setenv("WAVELENS_SHARED_DATA", str(tmp_path / "nowhere"))
+    assert MixtureParams(test_recordings=["shared:speech/talk.wav"]).test_recordings
 
 
 def test_unknown_held_out_noise_is_named(tmp_path):

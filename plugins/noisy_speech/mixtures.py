@@ -17,11 +17,11 @@ present) plus generated white, pink and brown noise and babble of synthetic voic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import soundfile as sf
-from pydantic import Field, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationInfo, model_serializer, model_validator
 
 from wavelens import (
     AUDIO_SUFFIXES,
@@ -53,6 +53,35 @@ def default_noise_dirs() -> list[Path]:
     return [folder] if folder.is_dir() else []
 
 
+SHARED_PREFIX = "shared:"
+
+
+def _recording(value: Any, info: ValidationInfo) -> str:
+    """``shared:PATH`` stays as written, so that a spec naming the shared recordings
+    has the same stage keys wherever the folder is; any other path resolves against
+    the spec's folder, as a SpecPath does."""
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"expected a path, not {type(value).__name__}")
+    text = str(value)
+    if text.startswith(SHARED_PREFIX):
+        if not text[len(SHARED_PREFIX):].strip():
+            raise ValueError("shared: needs a path inside the shared data folder (shared:speech/x.wav)")
+        return text
+    return str(TypeAdapter(SpecPath).validate_python(Path(text), context=info.context))
+
+
+Recording = Annotated[str, BeforeValidator(_recording)]
+"""A recording: a path (relative to the spec), or ``shared:PATH`` inside the shared
+data folder (``$WAVELENS_SHARED_DATA``, or ``../shared/data`` beside the checkout)."""
+
+
+def recording_path(entry: str) -> Path:
+    """The file a :data:`Recording` names."""
+    if entry.startswith(SHARED_PREFIX):
+        return shared_data_dir() / entry[len(SHARED_PREFIX):]
+    return Path(entry)
+
+
 class MixtureParams(PairParams):
     clean_dir: SpecPath | None = Field(
         None, description="folder of clean speech (searched recursively); default: synthesised"
@@ -73,15 +102,15 @@ class MixtureParams(PairParams):
     test_snrs_db: list[float] = Field([-5.0, 0.0, 5.0, 10.0, 15.0], min_length=1,
                                       description="test SNRs")
     clip_seconds: float = Field(4.0, gt=0, description="length of every clip")
-    train_recordings: list[SpecPath] = Field(
+    train_recordings: list[Recording] = Field(
         [], description="recordings of clean speech whose random clips join the training speech "
-        "(e.g. real voices beside synthesised ones)"
+        "(e.g. real voices beside synthesised ones); a path, or shared:PATH inside the shared data folder"
     )
     train_recordings_share: float = Field(
         0.25, ge=0, le=1,
         description="share of the training mixtures whose clean clip comes from train_recordings",
     )
-    test_recordings: list[SpecPath] | None = Field(
+    test_recordings: list[Recording] | None = Field(
         None, description="recordings whose random clips are the test utterances, instead of "
         "held-out corpus files (n_test_utterances clips, taking the files in turn)"
     )
@@ -95,8 +124,10 @@ class MixtureParams(PairParams):
     @model_validator(mode="after")
     def _recordings_exist(self) -> MixtureParams:
         for field in ("train_recordings", "test_recordings"):
-            for path in getattr(self, field) or []:
-                if not Path(path).is_file():
+            for entry in getattr(self, field) or []:
+                path = recording_path(entry)
+                shared_absent = entry.startswith(SHARED_PREFIX) and not shared_data_dir().is_dir()
+                if not path.is_file() and not shared_absent:  # (an absent shared folder: at use)
                     raise ValueError(f"{field}: {path} is not a file")
         if self.test_recordings == []:
             raise ValueError("test_recordings is empty; leave it out to use held-out corpus files")
@@ -321,9 +352,13 @@ class NoisyMixtures(PairedSpeech):
             held_out = sorted(params.test_noises)
         else:
             held_out = sorted(rng.choice(names, max(1, len(names) // 3), replace=False).tolist())
+        for entry in [*params.train_recordings, *(params.test_recordings or [])]:
+            if not recording_path(entry).is_file():
+                raise StageError(f"the recording {entry} is not a file ({recording_path(entry)}); shared: "
+                                 f"paths are inside {shared_data_dir()} (set $WAVELENS_SHARED_DATA)")
         if params.test_recordings is not None:
-            test_files = [Path(p) for p in params.test_recordings]
-        recordings = [Path(p) for p in params.train_recordings]
+            test_files = [recording_path(p) for p in params.test_recordings]
+        recordings = [recording_path(p) for p in params.train_recordings]
         train_noises = [n for n in names if n not in held_out]
         if not train_noises:
             raise StageError("every noise is held out for test; none is left for training")
