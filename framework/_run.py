@@ -395,7 +395,9 @@ class Run:
     def _stage_seed(self, stage: str) -> int:
         # Each stage's seed depends only on the spec seed and its name, so a stage
         # computes the same whether or not the stages before it were reused.
-        return int(hashlib.sha256(f"{self.spec.seed}:{stage}".encode()).hexdigest()[:8], 16)
+        # (with the stage's name of spec_version 1, as its key: same key, same data)
+        name = v1_stage_name(stage)
+        return int(hashlib.sha256(f"{self.spec.seed}:{name}".encode()).hexdigest()[:8], 16)
 
     # -- executing -----------------------------------------------------------------
 

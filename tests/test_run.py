@@ -258,3 +258,14 @@ def test_weights_used_without_training_are_credited_to_their_manifest(recorder_s
     assert "Not trained in this run" in section and str(shipped / "model.pt") in section
     assert ("trained by `wavelens run recorder.yaml` at commit 0123456 for 1,234 steps in 10 minutes "
             "on a test machine. A note.") in section
+
+
+def test_stage_seeds_are_those_of_the_stage_names_before_spec_version_2(recorder_spec):
+    """A stage keeps its key across the renaming (dataset was data, probes.N was
+    probe.N), so it must compute the same: its seed is derived from the old name."""
+    import hashlib
+
+    run = Run(load_spec(recorder_spec()))
+    for new, old in (("dataset", "data"), ("probes.0", "probe.0"), ("model", "model")):
+        expected = int(hashlib.sha256(f"{run.spec.seed}:{old}".encode()).hexdigest()[:8], 16)
+        assert run._stage_seed(new) == expected
