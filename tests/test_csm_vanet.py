@@ -77,6 +77,20 @@ def test_the_full_network_matches_the_papers_size_and_shapes():
     assert out["vad"].shape == (1, 3217 // 100 + 1)
 
 
+def test_noisy_mix_blends_the_input_back_and_is_out_of_the_key_at_zero():
+    torch.manual_seed(0)
+    plain = CSMVANet((8, 16), 1).eval()
+    mixed = CSMVANet((8, 16), 1, noisy_mix=0.25).eval()
+    mixed.load_state_dict(plain.state_dict())
+    noisy = torch.randn(2, 4000) * 0.1
+    with torch.no_grad():
+        enhanced, blended = plain(noisy)["audio"], mixed(noisy)["audio"]
+    torch.testing.assert_close(blended, 0.75 * enhanced + 0.25 * noisy)
+    assert "noisy_mix" not in CSMVANetParams().model_dump()
+    assert CSMVANetParams(noisy_mix=0.1).model_dump()["noisy_mix"] == 0.1
+    assert CSMVANetModel(CSMVANetParams(channels=[8, 16], noisy_mix=0.1)).network().noisy_mix == 0.1
+
+
 def test_relative_attention_equals_shaws_formula():
     from wavelens.plugins.csm_vanet.networks import RelativeAttention
 

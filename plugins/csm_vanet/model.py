@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer
 
 from wavelens import (
     Contribution,
@@ -46,6 +46,10 @@ class CSMVANetParams(Params):
     msgc: bool = Field(True, description="multi-scale gated convolutions (false: the 'w/o msgc' ablation)")
     vad_decoder: bool = Field(True, description="VAD decoder and second stage (false: single-stage)")
     vad_floor: float = Field(0.0, ge=0, lt=1, description="second-stage gain floor: floor + (1 − floor)·p")
+    noisy_mix: float = Field(
+        0.0, ge=0, lt=1,
+        description="share of the noisy input mixed back into the output: (1 − m)·enhanced + m·noisy "
+        "(a setting for using a trained network; 0, the paper's output, for training)")
     time_loss: float = Field(0.2, ge=0, description="weight of the waveform L1 loss")
     mag_loss: float = Field(0.8, ge=0, description="weight of the compressed-magnitude MSE")
     complex_loss: float = Field(0.2, ge=0, description="weight of the compressed real+imaginary MSE")
@@ -56,6 +60,15 @@ class CSMVANetParams(Params):
     validation_files: int = Field(8, ge=0, description="test-split files scored (PESQ) after each epoch")
     chunk_seconds: float = Field(8.0, gt=1, description="longer inputs are enhanced in chunks this long")
     overlap_seconds: float = Field(1.0, ge=0, description="overlap of consecutive chunks (cross-faded)")
+
+    @model_serializer(mode="wrap")
+    def _without_unused_mix(self, handler: Any) -> dict[str, Any]:
+        # noisy_mix came after networks were trained and shipped: at its default it
+        # stays out of the dump, and so out of the stage keys, which older specs keep.
+        data = handler(self)
+        if not self.noisy_mix:
+            data.pop("noisy_mix", None)
+        return data
 
     @field_validator("channels")
     @classmethod
@@ -296,7 +309,7 @@ class CSMVANetModel(Model):
     def network(self) -> CSMVANet:
         p = self.params
         return CSMVANet(tuple(p.channels), p.conformers, p.heads, p.msgc, p.vad_decoder, p.vad_floor,
-                        dropout=p.dropout)
+                        dropout=p.dropout, noisy_mix=p.noisy_mix)
 
     def train(self, network: torch.nn.Module, ctx: StageContext, train: TrainSpec) -> None:
         loop = EnhancementLoop(network, self.params, ctx, train)

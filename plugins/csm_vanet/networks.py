@@ -279,15 +279,18 @@ class CSMVANet(nn.Module):
         msgc: multi-scale gated convolutions (False: single-scale gated convs).
         vad_decoder: the VAD decoder and second stage (False: single-stage).
         vad_floor: the second stage's gain is ``floor + (1 − floor)·p_speech``.
+        noisy_mix: the output is ``(1 − m)·enhanced + m·noisy`` (0: the paper's).
     """
 
     def __init__(self, channels: tuple[int, ...] = (24, 48, 96, 192), conformers: int = 4,
                  heads: int = 4, msgc: bool = True, vad_decoder: bool = True, vad_floor: float = 0.0,
-                 n_fft: int = 400, hop: int = 100, compress: float = 0.3, dropout: float = 0.2):
+                 n_fft: int = 400, hop: int = 100, compress: float = 0.3, dropout: float = 0.2,
+                 noisy_mix: float = 0.0):
         super().__init__()
         self.spectra = Spectra(n_fft, hop, compress)
         self.bins = frequency_sizes(n_fft // 2 + 1, len(channels))
         self.vad_floor = vad_floor
+        self.noisy_mix = noisy_mix
         first = channels[0]
         self.input_conv = nn.Sequential(nn.Conv2d(3, first, 1), *_norm_act(first))
         ins = [first, *channels[:-1]]
@@ -341,6 +344,8 @@ class CSMVANet(nn.Module):
             estimate = first_stage * gain[:, None, :, None]
         with torch.autocast(noisy.device.type, enabled=False):
             audio = self.spectra.synthesise(estimate, length) / scale
+            if self.noisy_mix:
+                audio = (1 - self.noisy_mix) * audio + self.noisy_mix * noisy.float()
         return {"audio": audio, "spec": estimate, "vad": vad, "first_stage": first_stage,
                 "scale": scale}
 
