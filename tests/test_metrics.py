@@ -421,3 +421,14 @@ def test_a_comparison_names_every_variants_values_by_the_declared_columns():
     _expand_results(rows)
     for row in rows:
         assert row["cbak"] == 3.0 and row["composite_llr"] == 0.5 and row["vad_accuracy"] == 0.9
+
+
+def test_stoi_that_pystoi_cannot_compute_is_missing_not_its_placeholder():
+    from wavelens.plugins.metrics.quality import stoi_score
+
+    rng = np.random.default_rng(0)
+    mostly_silent = np.zeros(16000)
+    mostly_silent[:3200] = rng.standard_normal(3200) * 0.1  # 0.2 s: too few frames after silence removal
+    assert math.isnan(stoi_score(mostly_silent, mostly_silent, 16000))
+    speech = _speechlike(2.0, seed=3)
+    assert 0.99 < stoi_score(speech, speech, 16000) <= 1.0

@@ -286,10 +286,21 @@ def composite(
 
 
 def stoi_score(clean: np.ndarray, estimate: np.ndarray, rate: int, extended: bool = False) -> float:
-    """STOI (or ESTOI with ``extended``) from ``pystoi``."""
+    """STOI (or ESTOI with ``extended``) from ``pystoi``; NaN (a value that could not
+    be computed) where pystoi finds too few frames of speech in the reference and
+    would return its placeholder 1e-5, which a mean would take for a real score."""
+    import warnings
+
     from pystoi import stoi
 
-    return float(stoi(clean, estimate, rate, extended=extended))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(stoi(clean, estimate, rate, extended=extended))
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        return math.nan
+    for warning in caught:  # any other warning is passed on as it came
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return value
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
