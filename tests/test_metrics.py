@@ -432,3 +432,25 @@ def test_stoi_that_pystoi_cannot_compute_is_missing_not_its_placeholder():
     assert math.isnan(stoi_score(mostly_silent, mostly_silent, 16000))
     speech = _speechlike(2.0, seed=3)
     assert 0.99 < stoi_score(speech, speech, 16000) <= 1.0
+
+
+def test_pairs_of_different_lengths_are_scored_by_the_voicebank_convention(tmp_path):
+    """compute_metrics.m cuts both to the shorter and adds eps to both; the folder
+    path must not cut first and so lose the eps (CSIG differs then)."""
+    from wavelens import read_audio
+    from wavelens.plugins.metrics.quality import composite
+
+    clean = _speechlike(2.0, seed=21)
+    clean[8000:9600] = 0.0  # digital silence, where eps decides what LLR sees
+    estimate = np.concatenate([clean + 0.02 * _speechlike(2.0, seed=22), np.zeros(1600)])  # zero-padded
+    estimate[8000:9600] = 0.0
+    _write(tmp_path / "clean", "a.wav", clean)
+    _write(tmp_path / "est", "a.wav", estimate)
+    metrics = {"composite": Composite(CompositeParams())}
+    rows, _ = evaluate_folders(tmp_path / "clean", tmp_path / "est", metrics, workers=1)
+    (row,) = rows
+    reference = composite(read_audio(tmp_path / "clean" / "a.wav")[0].astype(np.float64),
+                          read_audio(tmp_path / "est" / "a.wav")[0].astype(np.float64), RATE)
+    for key in ("csig", "cbak", "covl", "pesq", "llr", "wss", "segsnr"):
+        assert row[key] == pytest.approx(reference[key], abs=1e-9), key
+    assert "eps added" in row["notes"]

@@ -29,6 +29,8 @@ from wavelens import (
     resample,
 )
 
+from .quality import equal_lengths
+
 MIN_SECONDS = 0.25  # PESQ needs at least a quarter second; shorter pairs are refused
 CHUNK = 64  # pairs read and aligned at a time (the signals of a chunk are in memory together)
 
@@ -97,10 +99,10 @@ def load_pair(name: str, reference: Path, estimate: Path, rate: int
     if ref_rate != rate:
         ref, est = resample(ref, ref_rate, rate), resample(est, est_rate, rate)
         notes.append(f"resampled from {ref_rate} Hz")
-    if len(ref) != len(est):
-        notes.append(f"lengths differ by {abs(len(ref) - len(est))} samples; both cut to the shorter")
-        length = min(len(ref), len(est))
-        ref, est = ref[:length], est[:length]
+    if len(ref) != len(est):  # the VoiceBank convention (compute_metrics.m): cut, and add eps
+        notes.append(f"lengths differ by {abs(len(ref) - len(est))} samples; both cut to the shorter, "
+                     "eps added (the VoiceBank convention)")
+        ref, est = equal_lengths(ref, est)
     row["seconds"] = len(ref) / rate
     row["notes"] = "; ".join(notes)
     if len(ref) < MIN_SECONDS * rate:

@@ -243,6 +243,17 @@ def raw_pesq_from_nb(mos_lqo: float) -> float:
     return (4.6607 - math.log(4.0 / (mos_lqo - 0.999) - 1.0)) / 1.4945
 
 
+def equal_lengths(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two signals of different lengths as the VoiceBank convention scores them
+    (``compute_metrics.m``): both cut to the shorter, and eps added to both; signals of
+    equal length are returned as they are."""
+    if len(first) == len(second):
+        return first, second
+    length = min(len(first), len(second))
+    return (np.asarray(first[:length], dtype=np.float64) + EPS,
+            np.asarray(second[:length], dtype=np.float64) + EPS)
+
+
 def composite(
     clean: np.ndarray,
     estimate: np.ndarray,
@@ -254,9 +265,7 @@ def composite(
     they are built from, in one of the two conventions."""
     clean, estimate = np.asarray(clean, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
     if convention == "voicebank":
-        if len(clean) != len(estimate):
-            length = min(len(clean), len(estimate))
-            clean, estimate = clean[:length] + EPS, estimate[:length] + EPS
+        clean, estimate = equal_lengths(clean, estimate)
         pesq_for_regression = (
             pesq_value if pesq_value is not None else pesq_score(clean, estimate, rate, "wb")
         )

@@ -94,8 +94,9 @@ class PairMetric(Metric):
                 f"{type(self).__name__}: {len(estimates)} estimates for {len(references)} references"
             )
         for estimate, reference in zip(estimates, references, strict=True):
-            length = min(len(estimate), len(reference))
-            self.values.append(self.score(estimate[:length], reference[:length]))
+            # different lengths: cut, and eps added, as the VoiceBank convention does
+            reference, estimate = quality.equal_lengths(reference, estimate)
+            self.values.append(self.score(estimate, reference))
 
     def compute(self) -> float | dict[str, float]:
         if not self.values:
