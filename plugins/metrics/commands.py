@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int_between(1000, 384000), default=16000,
                         help="rate to score at (default 16000)")
     parser.add_argument("--workers", type=int_between(1, 1024), default=None,
-                        help="worker processes (default: CPU count)")
+                        help="worker processes (default: the cores this process may use)")
     parser.add_argument("--by", default=None, help="group the summary by this column of --meta (Table II)")
     parser.add_argument("--meta", type=Path, default=None, help="CSV/TSV with a 'file' column and --by")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default ESTIMATE-scores)")
