@@ -3,6 +3,7 @@ published convention on real VoiceBank+DEMAND pairs."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -454,3 +455,34 @@ def test_pairs_of_different_lengths_are_scored_by_the_voicebank_convention(tmp_p
     for key in ("csig", "cbak", "covl", "pesq", "llr", "wss", "segsnr"):
         assert row[key] == pytest.approx(reference[key], abs=1e-9), key
     assert "eps added" in row["notes"]
+
+
+def test_narrowband_audio_gets_narrowband_pesq_under_its_own_name_and_is_not_upsampled_quietly(
+        tmp_path, capsys):
+    from scipy.signal import resample_poly
+
+    from wavelens.cli import main
+
+    clean = _speechlike(3.0, seed=31)
+    noisy = clean + 0.05 * _speechlike(3.0, seed=32)
+    _write(tmp_path / "clean", "a.wav", resample_poly(clean, 1, 2), rate=8000)
+    _write(tmp_path / "noisy", "a.wav", resample_poly(noisy, 1, 2), rate=8000)
+    args = ["evaluate", "--reference", str(tmp_path / "clean"), "--estimate", str(tmp_path / "noisy"),
+            "--metrics", "pesq,composite", "--workers", "1"]
+    # At 16 kHz (the default) 8 kHz audio is refused, not given a wideband PESQ of an empty band.
+    assert main([*args, "--out", str(tmp_path / "wide")]) == 1
+    out = capsys.readouterr()
+    assert "recorded at 8000 Hz, below the scoring rate 16000 Hz" in out.out + out.err
+    # At 8 kHz: narrowband PESQ, under pesq_nb, from pesq and composite (Loizou's convention) alike.
+    assert main([*args, "--rate", "8000", "--out", str(tmp_path / "narrow")]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and "PESQ (NB)" in out.err  # nothing on stdout: not even a C library's text
+    row = next(csv.DictReader((tmp_path / "narrow" / "scores.csv").read_text().splitlines()))
+    assert "pesq" not in row and 1.0 < float(row["pesq_nb"]) <= 4.6
+    # Wideband PESQ at 8 kHz is refused before any file is read.
+    assert main([*args, "--rate", "8000", "--pesq-mode", "wb", "--out", str(tmp_path / "x")]) == 2
+    assert "wideband PESQ is defined at 16 kHz" in capsys.readouterr().err
+    # Asked for, upsampling is done, with a note.
+    assert main([*args, "--upsample", "--out", str(tmp_path / "up")]) == 0
+    row = next(csv.DictReader((tmp_path / "up" / "scores.csv").read_text().splitlines()))
+    assert "resampled from 8000 Hz" in row["notes"] and float(row["pesq"]) > 1.0

@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="composite measures' convention (default voicebank)")
     parser.add_argument("--rate", type=int_between(1000, 384000), default=16000,
                         help="rate to score at (default 16000)")
+    parser.add_argument("--pesq-mode", choices=["wb", "nb"], default=None,
+                        help="PESQ wideband (P.862.2, at 16 kHz; the column pesq) or narrowband (P.862.1, "
+                             "at 8 kHz; the column pesq_nb); default: wb at 16 kHz and above, nb below")
+    parser.add_argument("--upsample", action="store_true",
+                        help="score audio recorded below --rate (e.g. 8 kHz audio upsampled for wideband "
+                             "PESQ); refused by default: its upper band is empty")
     parser.add_argument("--workers", type=int_between(1, 1024), default=None,
                         help="worker processes (default: the cores this process may use)")
     parser.add_argument("--by", default=None, help="group the summary by this column of --meta (Table II)")
@@ -56,14 +62,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
     registry = ctx.registry
     metrics = {}
+    mode = args.pesq_mode or ("wb" if args.rate >= 16000 else "nb")
+    if mode == "wb" and args.rate != 16000:
+        raise StageError(f"wideband PESQ is defined at 16 kHz, not --rate {args.rate}: give --rate 16000, "
+                         "or --pesq-mode nb at 8000")
     for name in [n.strip() for n in args.metrics.split(",") if n.strip()]:
         contribution = registry.get("metric", name)
-        params = {"sample_rate": args.rate} if "sample_rate" in contribution.params.model_fields else {}
-        if name == "composite" and args.convention:
-            params["convention"] = args.convention
+        fields = contribution.params.model_fields
+        params: dict = {"sample_rate": args.rate} if "sample_rate" in fields else {}
+        if name == "pesq":
+            params["mode"] = mode
+        if name == "composite":
+            # The VoiceBank convention is built on wideband PESQ, Loizou's on narrowband.
+            params["convention"] = args.convention or ("voicebank" if mode == "wb" else "loizou")
         metrics[name] = contribution.contribution.build(contribution.params(**params))
     rows, notes = evaluate_folders(args.reference, args.estimate, metrics, rate=args.rate,
-                                   workers=args.workers, progress=progress)
+                                   workers=args.workers, progress=progress, upsample=args.upsample)
     if args.by:
         groups = _read_groups(args.meta, args.by) if args.meta else {}
         for row in rows:

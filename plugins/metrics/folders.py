@@ -77,7 +77,7 @@ def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, P
     return pairs, notes
 
 
-def load_pair(name: str, reference: Path, estimate: Path, rate: int
+def load_pair(name: str, reference: Path, estimate: Path, rate: int, upsample: bool = False
               ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """One file's row (``file, status, reason, seconds, notes``) and its aligned
     ``(estimate, reference)`` at ``rate``; the signals are None when the pair is
@@ -95,6 +95,11 @@ def load_pair(name: str, reference: Path, estimate: Path, rate: int
             notes.append(f"the {side} has {channels} channels, mixed to mono")
     if ref_rate != est_rate:
         reason = f"sample rates differ: reference {ref_rate} Hz, estimate {est_rate} Hz"
+        return {**row, "status": "error", "reason": reason}, None, None
+    if ref_rate < rate and not upsample:
+        reason = (f"recorded at {ref_rate} Hz, below the scoring rate {rate} Hz: upsampled, its empty upper "
+                  f"band would be scored (score at --rate {ref_rate}, e.g. narrowband PESQ at 8000, or "
+                  "allow it with --upsample)")
         return {**row, "status": "error", "reason": reason}, None, None
     if ref_rate != rate:
         ref, est = resample(ref, ref_rate, rate), resample(est, est_rate, rate)
@@ -122,15 +127,19 @@ def evaluate_folders(
     rate: int = 16000,
     workers: int | None = None,
     progress: Callable[..., Iterable] | None = None,
+    upsample: bool = False,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows (one per paired file, in name order) and notes on unpaired files."""
+    """Rows (one per paired file, in name order) and notes on unpaired files. A pair
+    recorded below ``rate`` is refused (its upper band is empty: wideband measures
+    would score a band the recording never had) unless ``upsample``."""
     pairs, notes = pair_files(Path(reference), Path(estimate))
     workers = max(1, min(workers or available_cores(), len(pairs)))
     wrap = progress or (lambda items, **_: items)
 
     def scored(score) -> Iterable[dict[str, Any]]:
         for start in range(0, len(pairs), CHUNK):
-            loaded = [load_pair(name, ref, est, rate) for name, ref, est in pairs[start:start + CHUNK]]
+            loaded = [load_pair(name, ref, est, rate, upsample)
+                      for name, ref, est in pairs[start:start + CHUNK]]
             results = iter(score([(est, ref) for _, est, ref in loaded if est is not None]))
             for row, est, _ in loaded:
                 yield row if est is None else {**row, **next(results)[0]}

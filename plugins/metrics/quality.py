@@ -22,7 +22,12 @@ Two conventions (``convention=``; see docs/metrics.md):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -231,11 +236,50 @@ def trimmed_mean(values: np.ndarray, fraction: float = TRIM) -> float:
     return float(np.mean(ordered[: round(len(ordered) * fraction)]))
 
 
+@contextlib.contextmanager
+def c_stdout_captured() -> Iterator[list[str]]:
+    """Whatever native code writes to file descriptor 1 inside the block is kept out
+    of the user's output and appended to the yielded list (the pesq C code prints its
+    usage text there on some errors)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    captured: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace").strip())
+
+
 def pesq_score(clean: np.ndarray, estimate: np.ndarray, rate: int, mode: Literal["wb", "nb"] = "wb") -> float:
-    """PESQ MOS-LQO from the ``pesq`` package (P.862.2 wideband or P.862.1 narrowband)."""
+    """PESQ MOS-LQO from the ``pesq`` package (P.862.2 wideband or P.862.1 narrowband).
+    Wideband PESQ is defined at 16 kHz only; what the C code prints goes into the
+    error, not into the user's output."""
     from pesq import pesq
 
-    return float(pesq(rate, clean, estimate, mode))
+    if mode == "wb" and rate != 16000:
+        raise ValueError(f"wideband PESQ is defined at 16 kHz, not {rate} Hz; narrowband PESQ (mode nb) "
+                         "scores 8 kHz audio")
+    with c_stdout_captured() as printed:
+        try:
+            value = pesq(rate, clean, estimate, mode)
+        except Exception as error:
+            raised = error
+        else:
+            raised = None
+    if raised is not None:
+        if not (printed and printed[0]):
+            raise raised
+        try:
+            annotated = type(raised)(f"{raised} (the pesq library printed: {printed[0][:200]})")
+        except Exception:  # an exception type that takes other arguments: as it was
+            annotated = raised
+        raise annotated from raised
+    return float(value)
 
 
 def raw_pesq_from_nb(mos_lqo: float) -> float:

@@ -117,13 +117,20 @@ def _pesq_rate(params: PesqParams, signals: list[np.ndarray]) -> tuple[int, list
     return target, [resample(s, rate, target).astype(np.float64) for s in signals]
 
 
+PESQ_NB = MetricColumn("pesq_nb", "PESQ (NB)", rank=10)
+
+
 class Pesq(PairMetric):
+    """Wideband PESQ under the name ``pesq`` (the published tables'); narrowband PESQ
+    under ``pesq_nb``, so that the two are never averaged or compared as one."""
+
     def columns(self):
-        return [PESQ]
+        return [PESQ_NB if self.params.mode == "nb" else PESQ]
 
     def score(self, estimate, reference):
         rate, (estimate, reference) = _pesq_rate(self.params, [estimate, reference])
-        return quality.pesq_score(reference, estimate, rate, self.params.mode)
+        value = quality.pesq_score(reference, estimate, rate, self.params.mode)
+        return {"pesq_nb": value} if self.params.mode == "nb" else value
 
 
 class Stoi(PairMetric):
@@ -138,11 +145,15 @@ class Composite(PairMetric):
     """CSIG, CBAK, COVL with the PESQ, segSNR, LLR and WSS they are built from."""
 
     def columns(self):
-        return COMPOSITE
+        # Loizou's convention reports narrowband PESQ: under its own name, as pesq does
+        return (PESQ_NB, *COMPOSITE[1:]) if self.params.convention == "loizou" else COMPOSITE
 
     def score(self, estimate, reference):
         rate, (estimate, reference) = _pesq_rate(self.params, [estimate, reference])
-        return quality.composite(reference, estimate, rate, self.params.convention)
+        values = quality.composite(reference, estimate, rate, self.params.convention)
+        if self.params.convention == "loizou":
+            values["pesq_nb"] = values.pop("pesq")
+        return values
 
 
 class SiSdr(PairMetric):
