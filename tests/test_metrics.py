@@ -344,6 +344,16 @@ def test_the_evaluate_command_writes_per_file_scores_and_a_grouped_summary(tmp_p
     summary = (tmp_path / "scores" / "summary.md").read_text()
     assert "Scored 3 of 3 paired files" in summary
     assert "| snr | STOI | SI-SDR | files scored |" in summary and "| 5 |" in summary
+    # The spread of each metric over the files, and what the numbers depend on.
+    record = json.loads((tmp_path / "scores" / "summary.json").read_text())
+    values = [float(line.split(",")[6]) for line in lines[1:]]
+    sdr = record["spread"]["si_sdr"]
+    assert sdr["n"] == 3 and sdr["mean"] == pytest.approx(np.mean(values))
+    assert sdr["sd"] == pytest.approx(np.std(values, ddof=1))
+    half = 4.302653 * np.std(values, ddof=1) / np.sqrt(3)  # Student's t, 2 degrees of freedom
+    assert sdr["ci95"] == pytest.approx([np.mean(values) - half, np.mean(values) + half], rel=1e-5)
+    assert record["setup"]["pesq_mode"] == "wb" and record["setup"]["stoi"] == "STOI (pystoi)"
+    assert record["setup"]["packages"]["pystoi"] and "95 % CI" in summary and "packages" in summary
 
 
 def test_grouped_summaries_order_numbers_numerically_and_split_items():

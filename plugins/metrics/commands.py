@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
+import numpy as np
 from rich.markup import escape
 
 from wavelens import (
@@ -24,6 +26,7 @@ from wavelens import (
     console,
     hookimpl,
     int_between,
+    markdown_table,
     metric_columns,
     presentation,
     progress,
@@ -91,16 +94,86 @@ def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
     summary = summarize(rows, by=args.by, columns=columns)
     table = summary_markdown(summary, by=args.by, columns=columns)
     errors = [r for r in rows if r["status"] != "ok"]
-    write_json(out / "summary.json", {"summary": summary, "notes": notes,
+    shown = [c for c in columns if c.get("compare", True)] or columns
+    spreads = spread(rows, [c["key"] for c in shown])
+    conventions = setup(args, metrics, mode)
+    noted = [r for r in rows if r.get("notes")]
+    write_json(out / "summary.json", {"summary": summary, "spread": spreads, "setup": conventions,
+                                      "notes": notes,
+                                      "file_notes": [{"file": r["file"], "notes": r["notes"]} for r in noted],
                                       "errors": [{"file": r["file"], "reason": r["reason"]} for r in errors]},
                sort_keys=False)
     scored = len(rows) - len(errors)
-    text = [f"Scored {scored} of {len(rows)} paired files ({', '.join(metrics)}).", "", table]
-    text += [f"- {note}" for note in notes] + [f"- error: {r['file']}: {r['reason']}" for r in errors]
+    text = [f"Scored {scored} of {len(rows)} paired files ({', '.join(metrics)}).", "", table, "",
+            "Spread over the files (mean, 95 % confidence interval of the mean, standard deviation):", "",
+            spread_markdown(spreads, shown), "",
+            "Setup: " + "; ".join(f"{k} {v}" for k, v in conventions.items() if not isinstance(v, dict))
+            + "; packages " + ", ".join(f"{k} {v}" for k, v in conventions["packages"].items()) + "."]
+    text += [f"- {note}" for note in notes]
+    text += [f"- note: {r['file']}: {r['notes']}" for r in noted[:10]]
+    if len(noted) > 10:
+        text.append(f"- note: {len(noted) - 10} more files have notes (scores.csv, summary.json)")
+    text += [f"- error: {r['file']}: {r['reason']}" for r in errors]
     write_text(out / "summary.md", "\n".join(text) + "\n")
     console.print("\n".join(text), soft_wrap=True, highlight=False, markup=False)
     console.print(f"per-file scores: {escape(str(out / 'scores.csv'))}", soft_wrap=True, highlight=False)
     return 1 if errors else 0  # every file is in scores.csv; the status says whether some were refused
+
+
+def spread(rows: list[dict], keys: list[str]) -> dict[str, dict]:
+    """Per metric over the scored files that have it: n, mean, standard deviation and
+    the 95 % confidence interval of the mean (Student's t)."""
+    from scipy import stats
+
+    result = {}
+    for key in keys:
+        values = np.array([r[key] for r in rows if r.get("status") == "ok" and isinstance(r.get(key), float)
+                           and math.isfinite(r[key])])
+        n = len(values)
+        if n == 0:
+            continue
+        mean = float(values.mean())
+        sd = float(values.std(ddof=1)) if n > 1 else math.nan
+        half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
+        result[key] = {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half]}
+    return result
+
+
+def spread_markdown(spreads: dict[str, dict], columns: list[dict]) -> str:
+    def fmt(value: float, digits: int | None) -> str:  # one digit more than the means' table
+        if not math.isfinite(value):
+            return "–"
+        return f"{value:.4g}" if digits is None else f"{value:.{digits + 1}f}"
+
+    rows = []
+    for column in columns:
+        entry = spreads.get(column["key"])
+        if entry:
+            digits = column.get("digits")
+            low, high = entry["ci95"]
+            rows.append([column["label"], str(entry["n"]), fmt(entry["mean"], digits),
+                         f"{fmt(low, digits)} to {fmt(high, digits)}", fmt(entry["sd"], digits)])
+    return markdown_table(["metric", "files", "mean", "95 % CI", "SD"], rows)
+
+
+def setup(args: argparse.Namespace, metrics: dict, mode: str) -> dict:
+    """What the numbers depend on besides the audio: the rate, PESQ's mode, the
+    composite measures' convention, the STOI variant, and the packages' versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    result: dict = {"rate": args.rate, "pesq_mode": mode}
+    if "composite" in metrics:
+        result["convention"] = metrics["composite"].params.convention
+    if "stoi" in metrics:
+        result["stoi"] = "ESTOI (pystoi)" if metrics["stoi"].params.extended else "STOI (pystoi)"
+    packages = {}
+    for name in ("wavelens", "pesq", "pystoi", "numpy", "scipy", "torch"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = "not installed"
+    result["packages"] = packages
+    return result
 
 
 def _read_groups(path: Path, column: str) -> dict[str, str]:
