@@ -54,6 +54,7 @@ from ._errors import (
 )
 from ._evaluation import (
     available_cores,
+    format_value,
     item_scorer,
     metric_columns,
     presentation,
@@ -120,6 +121,7 @@ __all__ = [
     "console",
     "deferred_interrupts",
     "finite_float",
+    "format_value",
     "get_logger",
     "hookimpl",
     "item_scorer",

@@ -496,3 +496,29 @@ def test_narrowband_audio_gets_narrowband_pesq_under_its_own_name_and_is_not_ups
     assert main([*args, "--upsample", "--out", str(tmp_path / "up")]) == 0
     row = next(csv.DictReader((tmp_path / "up" / "scores.csv").read_text().splitlines()))
     assert "resampled from 8000 Hz" in row["notes"] and float(row["pesq"]) > 1.0
+
+
+def test_several_systems_are_scored_and_compared_with_the_first_file_by_file(tmp_path, capsys):
+    from scipy import stats
+
+    from wavelens.cli import main
+
+    for index in range(4):
+        x = _speechlike(1.0, seed=40 + index)
+        rng = np.random.default_rng(index)
+        _write(tmp_path / "clean", f"u{index}.wav", x)
+        _write(tmp_path / "a", f"u{index}.wav", x + 0.2 * rng.normal(size=len(x)) * 0.1)
+        _write(tmp_path / "b", f"u{index}.wav", x + 0.05 * rng.normal(size=len(x)) * 0.1)
+    out = tmp_path / "cmp"
+    assert main(["evaluate", "--reference", str(tmp_path / "clean"), "--estimate", str(tmp_path / "a"),
+                 str(tmp_path / "b"), "--metrics", "si_sdr", "--workers", "1", "--out", str(out)]) == 0
+    record = json.loads((out / "comparison.json").read_text())
+    per_file = {name: [float(row["si_sdr"]) for row in csv.DictReader(
+        (out / name / "scores.csv").read_text().splitlines())] for name in ("a", "b")}
+    (paired,) = record["paired"]
+    difference = np.subtract(per_file["b"], per_file["a"])
+    assert (paired["system"], paired["against"], paired["files"]) == ("b", "a", 4)
+    assert paired["mean_difference"] == pytest.approx(difference.mean()) and paired["mean_difference"] > 0
+    assert paired["t_test_p"] == pytest.approx(stats.ttest_rel(per_file["b"], per_file["a"]).pvalue)
+    assert [m["system"] for m in record["means"]] == ["a", "b"]
+    assert "paired t p" in (out / "comparison.md").read_text()

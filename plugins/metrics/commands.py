@@ -24,6 +24,7 @@ from wavelens import (
     CommandContext,
     StageError,
     console,
+    format_value,
     hookimpl,
     int_between,
     markdown_table,
@@ -42,7 +43,9 @@ from .folders import evaluate_folders
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", required=True, type=Path, help="folder of reference (clean) files")
-    parser.add_argument("--estimate", required=True, type=Path, help="folder of estimates, same file names")
+    parser.add_argument("--estimate", required=True, type=Path, nargs="+",
+                        help="folder(s) of estimates, same file names; several: each system is scored and "
+                             "compared with the first, file by file")
     parser.add_argument("--metrics", default="composite,stoi,si_sdr",
                         help="metric plugins, comma-separated (default composite,stoi,si_sdr)")
     parser.add_argument("--convention", choices=["voicebank", "loizou"], default=None,
@@ -59,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes (default: the cores this process may use)")
     parser.add_argument("--by", default=None, help="group the summary by this column of --meta (Table II)")
     parser.add_argument("--meta", type=Path, default=None, help="CSV/TSV with a 'file' column and --by")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default ESTIMATE-scores)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default ESTIMATE-scores; several systems: FIRST-comparison)")
 
 
 def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
@@ -79,14 +83,36 @@ def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
             # The VoiceBank convention is built on wideband PESQ, Loizou's on narrowband.
             params["convention"] = args.convention or ("voicebank" if mode == "wb" else "loizou")
         metrics[name] = contribution.contribution.build(contribution.params(**params))
-    rows, notes = evaluate_folders(args.reference, args.estimate, metrics, rate=args.rate,
+    columns = presentation(metrics)
+    systems = list(dict.fromkeys(Path(e) for e in args.estimate))
+    if len(systems) == 1:
+        out = Path(args.out or f"{systems[0]}-scores")
+        _, failed = score_system(args, metrics, columns, mode, systems[0], out)
+        console.print(f"per-file scores: {escape(str(out / 'scores.csv'))}", soft_wrap=True, highlight=False)
+        return 1 if failed else 0  # every file is in scores.csv; the status says whether some were refused
+    out = Path(args.out or f"{systems[0]}-comparison")
+    results = {}
+    any_failed = False
+    for name, folder in zip(_system_names(systems), systems, strict=True):
+        console.print(f"[bold]{escape(name)}[/] ({escape(str(folder))})")
+        results[name], failed = score_system(args, metrics, columns, mode, folder, out / name)
+        any_failed = any_failed or failed
+    text = compare_systems(results, columns, out)
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
+    console.print(f"comparison: {escape(str(out / 'comparison.md'))}", soft_wrap=True, highlight=False)
+    return 1 if any_failed else 0
+
+
+def score_system(args: argparse.Namespace, metrics: dict, columns: list[dict], mode: str, estimate: Path,
+                 out: Path) -> tuple[list[dict], bool]:
+    """Score one folder of estimates; write scores.csv, summary.json and summary.md
+    into ``out``; return the rows and whether any file could not be scored."""
+    rows, notes = evaluate_folders(args.reference, estimate, metrics, rate=args.rate,
                                    workers=args.workers, progress=progress, upsample=args.upsample)
     if args.by:
         groups = _read_groups(args.meta, args.by) if args.meta else {}
         for row in rows:
             row[args.by] = groups.get(row["file"], groups.get(Path(row["file"]).stem, ""))
-    columns = presentation(metrics)
-    out = Path(args.out or f"{Path(args.estimate)}-scores")
     out.mkdir(parents=True, exist_ok=True)
     group = [args.by] if args.by else []
     fields = ["file", "status", "reason", *group, "seconds", *metric_columns(rows, args.by, columns), "notes"]
@@ -116,8 +142,74 @@ def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
     text += [f"- error: {r['file']}: {r['reason']}" for r in errors]
     write_text(out / "summary.md", "\n".join(text) + "\n")
     console.print("\n".join(text), soft_wrap=True, highlight=False, markup=False)
-    console.print(f"per-file scores: {escape(str(out / 'scores.csv'))}", soft_wrap=True, highlight=False)
-    return 1 if errors else 0  # every file is in scores.csv; the status says whether some were refused
+    return rows, bool(errors)
+
+
+def _system_names(folders: list[Path]) -> list[str]:
+    """Short unique names for the systems: the folder names, or their paths when two
+    folders share a name."""
+    names = [folder.name or str(folder) for folder in folders]
+    if len(set(names)) < len(names):
+        names = [str(folder).strip("/").replace("/", "_") for folder in folders]
+    return names
+
+
+def compare_systems(results: dict[str, list[dict]], columns: list[dict], out: Path) -> str:
+    """The systems side by side (means over the files each scored), and each system
+    against the first on the files both scored: the mean difference with its 95 %
+    confidence interval, and the paired t-test's and Wilcoxon signed-rank test's p.
+    Writes comparison.md and comparison.json into ``out``; returns the Markdown."""
+    from scipy import stats
+
+    shown = [c for c in columns if c.get("compare", True)] or columns
+    names = list(results)
+    means = []
+    for name in names:
+        (overall,) = summarize(results[name], columns=columns)
+        means.append({"system": name, **{c["key"]: overall.get(c["key"]) for c in shown},
+                      "scored": overall["scored"], "files": overall["files"]})
+    table = markdown_table(["system", *(c["label"] for c in shown), "files scored"],
+                           [[m["system"], *(format_value(m[c["key"]], c.get("digits")) for c in shown),
+                             f"{m['scored']} of {m['files']}"] for m in means])
+    base = names[0]
+    by_file = {name: {r["file"]: r for r in results[name] if r.get("status") == "ok"} for name in names}
+    paired, lines = [], []
+    for name in names[1:]:
+        for column in shown:
+            key = column["key"]
+            common = [f for f in by_file[base] if f in by_file[name] and all(
+                isinstance(by_file[s][f].get(key), float) and math.isfinite(by_file[s][f][key])
+                for s in (base, name))]
+            if len(common) < 2:
+                continue
+            ours = np.array([by_file[name][f][key] for f in common])
+            theirs = np.array([by_file[base][f][key] for f in common])
+            difference = ours - theirs
+            mean, sd = float(difference.mean()), float(difference.std(ddof=1))
+            half = float(stats.t.ppf(0.975, len(common) - 1) * sd / math.sqrt(len(common)))
+            t_p = float(stats.ttest_rel(ours, theirs).pvalue) if sd > 0 else math.nan
+            w_p = float(stats.wilcoxon(difference).pvalue) if np.any(difference) else math.nan
+            paired.append({"system": name, "against": base, "metric": key, "files": len(common),
+                           "mean_difference": mean, "ci95": [mean - half, mean + half],
+                           "t_test_p": t_p, "wilcoxon_p": w_p})
+            digits = (column.get("digits") or 3) + 1
+            lines.append([name, column["label"], str(len(common)), f"{mean:+.{digits}f}",
+                          f"{mean - half:+.{digits}f} to {mean + half:+.{digits}f}", _p(t_p), _p(w_p)])
+    text = "\n".join([
+        "Means per system over the files each scored:", "", table, "",
+        f"Each system against {base}, on the files both scored (difference: system − {base}):", "",
+        markdown_table(["system", "metric", "files", "mean difference", "95 % CI", "paired t p",
+                        "Wilcoxon p"], lines) if lines else "(fewer than two files in common)",
+    ])
+    write_json(out / "comparison.json", {"means": means, "paired": paired, "baseline": base}, sort_keys=False)
+    write_text(out / "comparison.md", text + "\n")
+    return text
+
+
+def _p(value: float) -> str:
+    if not math.isfinite(value):
+        return "–"
+    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
 
 
 def spread(rows: list[dict], keys: list[str]) -> dict[str, dict]:
