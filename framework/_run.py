@@ -479,13 +479,16 @@ class Run:
     def execute(self, until: str | None = None) -> Path:
         """Run every stage that is not already finished; write the report.
 
-        ``until`` names a stage (``dataset``) to stop after: the run is left
-        ``partial``, and running the whole spec later resumes it.
+        ``until`` names a stage (``dataset``; the names of spec_version 1, ``data``
+        and ``probe.N``, are understood) to stop after: the run is left ``partial``,
+        and running the whole spec later resumes it.
 
         Returns the run directory. Raises :class:`RunInterrupted` on SIGINT/SIGTERM
         (running again resumes), and re-raises a stage's error after recording it.
         """
         names = [plan.name for plan in self.plans]
+        if until is not None and until not in names:  # a stage's name before spec_version 2
+            until = {v1_stage_name(name): name for name in names}.get(until, until)
         if until is not None and until not in names:
             raise WavelensError(
                 f"the spec has no stage {until!r}; its stages are {', '.join(names) or 'none'}"
