@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -379,67 +379,64 @@ class PluginRegistry:
         self._contributions = found
         return found
 
-    def _collect_commands(self) -> dict[str, LoadedCommand]:
-        found: dict[str, LoadedCommand] = {}
-        caller = self._pm.hook.wavelens_commands
-        for impl in caller.get_hookimpls():  # in the order the plugins were registered
+    def _declared(self, hook: str, expected: type) -> Iterator[tuple[Any, str, PluginSource, str]]:
+        """``(item, plugin, source, where)`` for every item the plugins return from
+        ``hook``, in the order the plugins were registered; PluginError naming the
+        plugin when a hook raises or returns something other than ``expected``."""
+        for impl in getattr(self._pm.hook, hook).get_hookimpls():
             source = self._sources[impl.plugin_name]
             where = f"plugin {impl.plugin_name!r} from {source}"
             try:
                 result = impl.function()
             except Exception as exc:
-                raise PluginError(
-                    f"{where} raised in wavelens_commands(): {type(exc).__name__}: {exc}") from exc
-            for item in [result] if isinstance(result, Command) else list(result or []):
-                if not isinstance(item, Command):
-                    raise PluginError(f"{where} returned {type(item).__name__} from wavelens_commands; "
-                                      "expected wavelens.Command")
-                if not isinstance(item.name, str) or not COMMAND_NAME.match(item.name):
-                    raise PluginError(f"{where}: command name {item.name!r} must be lowercase letters, "
-                                      "digits and hyphens, starting with a letter")
-                if item.name in CORE_COMMANDS:
-                    raise PluginError(f"{where} adds the command {item.name!r}, which is one of the "
-                                      f"core's ({', '.join(CORE_COMMANDS)})")
-                if not (callable(item.add_arguments) and callable(item.run)):
-                    raise PluginError(f"{where}: command {item.name!r} needs callable add_arguments and run")
-                if source.type == "builtin" and self._expected_builtins.get(item.name) != ("command",
-                                                                                          source.location):
-                    raise PluginError(f"{where} adds the command {item.name!r}, which registry.yaml does "
-                                      f"not list as a command of {source.location}; add or correct its entry")
-                if self._is_disabled(item.name):
-                    continue
-                if item.name in found:
-                    raise PluginError(f"two plugins add the command {item.name!r}: {found[item.name].source} "
-                                      f"and {source}. Disable one with {DISABLE_ENV}=<plugin name>.")
-                found[item.name] = LoadedCommand(item, impl.plugin_name, source)
+                raise PluginError(f"{where} raised in {hook}(): {type(exc).__name__}: {exc}") from exc
+            for item in [result] if isinstance(result, expected) else list(result or []):
+                if not isinstance(item, expected):
+                    raise PluginError(f"{where} returned {type(item).__name__} from {hook}; "
+                                      f"expected wavelens.{expected.__name__}")
+                yield item, impl.plugin_name, source, where
+
+    def _listed_in_registry(self, name: str, kind: str, source: PluginSource) -> bool:
+        """Whether a built-in's ``name`` is in registry.yaml as a ``kind`` of its module
+        (anything not built in needs no entry)."""
+        return source.type != "builtin" or self._expected_builtins.get(name) == (kind, source.location)
+
+    def _collect_commands(self) -> dict[str, LoadedCommand]:
+        found: dict[str, LoadedCommand] = {}
+        for item, plugin, source, where in self._declared("wavelens_commands", Command):
+            if not isinstance(item.name, str) or not COMMAND_NAME.match(item.name):
+                raise PluginError(f"{where}: command name {item.name!r} must be lowercase letters, "
+                                  "digits and hyphens, starting with a letter")
+            if item.name in CORE_COMMANDS:
+                raise PluginError(f"{where} adds the command {item.name!r}, which is one of the "
+                                  f"core's ({', '.join(CORE_COMMANDS)})")
+            if not (callable(item.add_arguments) and callable(item.run)):
+                raise PluginError(f"{where}: command {item.name!r} needs callable add_arguments and run")
+            if not self._listed_in_registry(item.name, "command", source):
+                raise PluginError(f"{where} adds the command {item.name!r}, which registry.yaml does "
+                                  f"not list as a command of {source.location}; add or correct its entry")
+            if self._is_disabled(item.name):
+                continue
+            if item.name in found:
+                raise PluginError(f"two plugins add the command {item.name!r}: {found[item.name].source} "
+                                  f"and {source}. Disable one with {DISABLE_ENV}=<plugin name>.")
+            found[item.name] = LoadedCommand(item, plugin, source)
         return found
 
     def _collect_extension_points(self) -> dict[str, LoadedExtensionPoint]:
         found: dict[str, LoadedExtensionPoint] = {}
-        for impl in self._pm.hook.wavelens_extension_points.get_hookimpls():
-            source = self._sources[impl.plugin_name]
-            where = f"plugin {impl.plugin_name!r} from {source}"
-            try:
-                result = impl.function()
-            except Exception as exc:
-                raise PluginError(f"{where} raised in wavelens_extension_points(): "
-                                  f"{type(exc).__name__}: {exc}") from exc
-            for item in [result] if isinstance(result, ExtensionPoint) else list(result or []):
-                if not isinstance(item, ExtensionPoint):
-                    raise PluginError(f"{where} returned {type(item).__name__} from "
-                                      "wavelens_extension_points; expected wavelens.ExtensionPoint")
-                if not isinstance(item.name, str) or not NAME_PATTERN.match(item.name):
-                    raise PluginError(f"{where}: extension point name {item.name!r} must be lowercase "
-                                      "letters, digits and underscores, starting with a letter")
-                if source.type == "builtin" and self._expected_builtins.get(item.name) != (
-                        "extension_point", source.location):
-                    raise PluginError(f"{where} declares the extension point {item.name!r}, which "
-                                      f"registry.yaml does not list as an extension_point of "
-                                      f"{source.location}; add or correct its entry")
-                if item.name in found:
-                    raise PluginError(f"two plugins declare the extension point {item.name!r}: "
-                                      f"{found[item.name].source} and {source}")
-                found[item.name] = LoadedExtensionPoint(item, impl.plugin_name, source)
+        for item, plugin, source, where in self._declared("wavelens_extension_points", ExtensionPoint):
+            if not isinstance(item.name, str) or not NAME_PATTERN.match(item.name):
+                raise PluginError(f"{where}: extension point name {item.name!r} must be lowercase "
+                                  "letters, digits and underscores, starting with a letter")
+            if not self._listed_in_registry(item.name, "extension_point", source):
+                raise PluginError(f"{where} declares the extension point {item.name!r}, which "
+                                  f"registry.yaml does not list as an extension_point of "
+                                  f"{source.location}; add or correct its entry")
+            if item.name in found:
+                raise PluginError(f"two plugins declare the extension point {item.name!r}: "
+                                  f"{found[item.name].source} and {source}")
+            found[item.name] = LoadedExtensionPoint(item, plugin, source)
         return found
 
     def extension_points(self) -> list[LoadedExtensionPoint]:
