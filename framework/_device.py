@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch loads when a placement is made
+    import torch
 
 from ._errors import DeviceError
 
@@ -22,7 +23,7 @@ __all__ = ["Placement", "Precision", "resolve_placement", "DEVICE_PATTERN"]
 Precision = Literal["fp32", "bf16", "fp16"]
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,15 @@ class Placement:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """The dtype autocast runs in, or None when autocast is off."""
-        return None if self.precision == "fp32" else _DTYPES[self.precision]
+        import torch
+
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        return dtypes[self.precision]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Context for forward passes: autocast on CUDA in bf16/fp16, else a no-op."""
+        import torch
+
         dtype = self.autocast_dtype
         if dtype is None:
             return contextlib.nullcontext()
@@ -56,10 +62,14 @@ class Placement:
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """A gradient scaler, enabled only where it is needed (fp16 on CUDA)."""
+        import torch
+
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def describe(self) -> dict[str, object]:
         """Facts about the device for the run record."""
+        import torch
+
         info: dict[str, object] = {
             "device": str(self.device),
             "requested_device": self.requested_device,
@@ -80,6 +90,8 @@ class Placement:
 
 
 def _cuda_unavailable_reason() -> str:
+    import torch
+
     if torch.version.cuda is None:
         return f"this torch build ({torch.__version__}) has no CUDA support"
     return (
@@ -97,8 +109,9 @@ def resolve_placement(device: str = "auto", precision: Precision = "fp32") -> Pl
     """
     if not re.match(DEVICE_PATTERN, device):
         raise DeviceError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
-    if precision not in _DTYPES:
+    if precision not in PRECISIONS:
         raise DeviceError(f"precision {precision!r} is not one of fp32, bf16, fp16")
+    import torch
 
     if device == "auto":
         chosen = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -16,9 +16,10 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def _current_umask() -> int:
@@ -161,6 +162,8 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` to ``path`` atomically."""
+    import torch
+
     with atomic_write(path, "wb") as handle:
         torch.save(obj, handle)
 
@@ -215,6 +218,8 @@ class CheckpointManager:
         ``ckpt-<step>.pt.unreadable``, a warning names it and the reason, and the one
         before it is tried."""
         import logging
+
+        import torch
 
         for step in reversed(self.steps()):
             path = self.path(step)

@@ -10,9 +10,13 @@ Load order (documented in docs/architecture.md):
 3. **Local plugin files** a spec names (``plugins: [./my_cnn.py]``, relative to the
    spec), in spec order; each is registered under ``file:<stem>``.
 
-Then ``check_pending()`` rejects functions marked ``@hookimpl`` that match no hook,
-and every plugin's hooks are called once to collect its contributions. Names are
-unique across all plugins and kinds.
+Built-in modules are imported lazily: ``registry.yaml`` already says which module
+contributes which name, so discovery reads it and imports a built-in module only
+when one of its contributions, commands or extension points is first used (and then
+checks the module against its entries). Entry points and files are imported when
+discovered. As each plugin is registered, ``check_pending()`` rejects functions
+marked ``@hookimpl`` that match no hook, and the plugin's hooks are called once to
+collect its contributions. Names are unique across all plugins and kinds.
 
 Disabling: ``WAVELENS_DISABLE_PLUGINS=a,b`` (or ``wavelens --disable a``) skips the
 plugins or contributions with those names; a disabled built-in module is not even
@@ -208,9 +212,16 @@ def _import_failure(what: str, exc: BaseException) -> PluginError:
 
 
 class PluginRegistry:
-    """The loaded plugins and their contributions.
+    """The plugins and their contributions.
 
     Build one with :meth:`discover`; look contributions up with :meth:`get`.
+
+    Built-in plugins are imported lazily: ``registry.yaml`` says which module
+    contributes which name, so a module is imported (and checked against its entries)
+    only when one of its contributions, commands or extension points is asked for.
+    Looking up one model imports that model's module and no other; ``names()`` reads
+    the list and imports nothing. Entry-point plugins and local files are imported when
+    discovered: what they contribute is only known from their hooks.
     """
 
     def __init__(self, disabled: Iterable[str] = ()):
@@ -219,8 +230,10 @@ class PluginRegistry:
         self._pm.add_hookspecs(hookspecs)
         self._sources: dict[str, PluginSource] = {}
         self._versions: dict[str, str] = {}
-        self._expected_builtins: dict[str, tuple[str, str]] = {}  # name -> (kind, module)
-        self._contributions: dict[str, LoadedContribution] | None = None
+        self._listed: dict[str, tuple[str, str]] = {}  # registry.yaml: name -> (kind, module)
+        self._registry_file: Path | None = None
+        self._pending: dict[str, list[str]] = {}  # built-in modules not imported yet -> wanted names
+        self._found: dict[str, LoadedContribution] = {}
         self._commands: dict[str, LoadedCommand] = {}
         self._extension_points: dict[str, LoadedExtensionPoint] = {}
         self._disabled_seen: set[str] = set()
@@ -235,7 +248,8 @@ class PluginRegistry:
         registry_file: Path | None = None,
         entry_points: bool = True,
     ) -> PluginRegistry:
-        """Load built-ins, entry points and ``files`` in the documented order.
+        """Read the built-ins' list, load entry points and ``files``, in the documented
+        order. Built-in modules are imported later, when first used.
 
         ``disabled`` defaults to the names in ``$WAVELENS_DISABLE_PLUGINS``.
         """
@@ -245,7 +259,6 @@ class PluginRegistry:
             registry.load_entry_points()
         for path in files:
             registry.load_file(path)
-        registry.collect()
         return registry
 
     def _register(self, plugin: object, name: str, source: PluginSource, version: str) -> None:
@@ -259,7 +272,7 @@ class PluginRegistry:
             raise PluginError(f"plugin {name!r} from {source} is invalid: {exc}") from None
         self._sources[name] = source
         self._versions[name] = version
-        self._contributions = None
+        self._collect(name)
 
     def _is_disabled(self, name: str) -> bool:
         if name in self.disabled:
@@ -268,27 +281,38 @@ class PluginRegistry:
         return False
 
     def load_builtins(self, registry_file: Path) -> None:
-        """Import and register the modules ``registry_file`` lists."""
+        """Read the modules ``registry_file`` lists; each is imported when first used."""
         entries = _read_registry(registry_file)
+        self._registry_file = registry_file
         modules: dict[str, list[str]] = {}
         for entry in entries:
-            self._expected_builtins[entry["name"]] = (entry["kind"], entry["module"])
+            self._listed[entry["name"]] = (entry["kind"], entry["module"])
             modules.setdefault(entry["module"], []).append(entry["name"])
-        version = _package_version()
         for module_name, names in modules.items():
             if self._is_disabled(module_name):
                 continue
             wanted = [n for n in names if not self._is_disabled(n)]
-            if not wanted:
-                continue
-            source = PluginSource("builtin", module_name)
-            try:
-                module = importlib.import_module(module_name)
-            except Exception as exc:
-                raise _import_failure(
-                    f"built-in plugin {module_name!r} ({registry_file})", exc
-                ) from exc
-            self._register(module, module_name, source, version)
+            if wanted:
+                self._pending[module_name] = wanted
+
+    def _import_builtin(self, module_name: str) -> None:
+        if self._pending.pop(module_name, None) is None:
+            return
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise _import_failure(
+                f"built-in plugin {module_name!r} ({self._registry_file})", exc
+            ) from exc
+        self._register(module, module_name, PluginSource("builtin", module_name), _package_version())
+        self._check_module_complete(module_name)
+
+    def _import_listed(self, *kinds: str) -> None:
+        """Import every pending built-in module that lists something of ``kinds``
+        (of any kind when none is given), in registry.yaml's order."""
+        for module_name in list(self._pending):
+            if not kinds or any(self._listed[n][0] in kinds for n in self._pending.get(module_name, [])):
+                self._import_builtin(module_name)
 
     def load_entry_points(self) -> None:
         """Import and register the plugins of the ``wavelens.plugins`` group."""
@@ -333,10 +357,8 @@ class PluginRegistry:
 
     # -- collecting ------------------------------------------------------------
 
-    def collect(self) -> dict[str, LoadedContribution]:
-        """Call every plugin's hooks once; validate and index the contributions."""
-        if self._contributions is not None:
-            return self._contributions
+    def _collect(self, plugin: str) -> None:
+        """Call one newly registered plugin's hooks; validate and index what it offers."""
         try:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -346,44 +368,41 @@ class PluginRegistry:
                 f"plugin {plugin_name!r} from {source}: {exc}. Hooks are "
                 + ", ".join(hookspecs.HOOK_FOR_KIND.values())
             ) from None
-
-        found: dict[str, LoadedContribution] = {}
         for kind in KINDS:
-            caller = getattr(self._pm.hook, hookspecs.HOOK_FOR_KIND[kind])
-            # Reverse pluggy's last-registered-first order so listings follow load order.
-            for impl in reversed(caller.get_hookimpls()):
-                source = self._sources[impl.plugin_name]
-                try:
-                    result = impl.function()
-                except Exception as exc:
-                    raise PluginError(
-                        f"plugin {impl.plugin_name!r} from {source} raised in "
-                        f"{caller.name}(): {type(exc).__name__}: {exc}"
-                    ) from exc
-                items = [result] if isinstance(result, Contribution) else list(result or [])
-                for item in items:
-                    loaded = self._check(item, kind, impl.plugin_name, source)
-                    if loaded is None:
-                        continue
-                    if loaded.name in found:
-                        other = found[loaded.name]
-                        raise PluginError(
-                            f"duplicate plugin name {loaded.name!r}: the {kind} from "
-                            f"{source} and the {other.kind} from {other.source}. "
-                            f"Disable one with {DISABLE_ENV}=<plugin name>."
-                        )
-                    found[loaded.name] = loaded
-        self._commands = self._collect_commands()
-        self._extension_points = self._collect_extension_points()
-        self._check_registry_complete(found)
-        self._contributions = found
-        return found
+            hook = hookspecs.HOOK_FOR_KIND[kind]
+            for item, _, source, where in self._declared(hook, Contribution, plugin):
+                loaded = self._check(item, kind, plugin, source, where)
+                if loaded is None:
+                    continue
+                other = self._found.get(loaded.name)
+                pending = self._pending_source(loaded.name, self._listed.get(loaded.name, ("",))[0])
+                if other is None and pending is not None:  # a built-in not imported yet
+                    other_text = f"the {self._listed[loaded.name][0]} from {pending}"
+                elif other is not None:
+                    other_text = f"the {other.kind} from {other.source}"
+                else:
+                    self._found[loaded.name] = loaded
+                    continue
+                raise PluginError(
+                    f"duplicate plugin name {loaded.name!r}: the {kind} from {source} and "
+                    f"{other_text}. Disable one with {DISABLE_ENV}=<plugin name>."
+                )
+        self._collect_commands(plugin)
+        self._collect_extension_points(plugin)
 
-    def _declared(self, hook: str, expected: type) -> Iterator[tuple[Any, str, PluginSource, str]]:
-        """``(item, plugin, source, where)`` for every item the plugins return from
-        ``hook``, in the order the plugins were registered; PluginError naming the
-        plugin when a hook raises or returns something other than ``expected``."""
+    def collect(self) -> dict[str, LoadedContribution]:
+        """Import every built-in module not imported yet; every contribution by name."""
+        self._import_listed()
+        return self._found
+
+    def _declared(self, hook: str, expected: type,
+                  plugin: str) -> Iterator[tuple[Any, str, PluginSource, str]]:
+        """``(item, plugin, source, where)`` for every item ``plugin`` returns from
+        ``hook``; PluginError naming the plugin when the hook raises or returns
+        something other than ``expected``."""
         for impl in getattr(self._pm.hook, hook).get_hookimpls():
+            if impl.plugin_name != plugin:
+                continue
             source = self._sources[impl.plugin_name]
             where = f"plugin {impl.plugin_name!r} from {source}"
             try:
@@ -392,6 +411,10 @@ class PluginRegistry:
                 raise PluginError(f"{where} raised in {hook}(): {type(exc).__name__}: {exc}") from exc
             for item in [result] if isinstance(result, expected) else list(result or []):
                 if not isinstance(item, expected):
+                    if expected is Contribution:
+                        kind = next(k for k, h in hookspecs.HOOK_FOR_KIND.items() if h == hook)
+                        raise PluginError(f"{where} returned {type(item).__name__} from its {kind} "
+                                          "hook; expected wavelens.Contribution")
                     raise PluginError(f"{where} returned {type(item).__name__} from {hook}; "
                                       f"expected wavelens.{expected.__name__}")
                 yield item, impl.plugin_name, source, where
@@ -399,11 +422,11 @@ class PluginRegistry:
     def _listed_in_registry(self, name: str, kind: str, source: PluginSource) -> bool:
         """Whether a built-in's ``name`` is in registry.yaml as a ``kind`` of its module
         (anything not built in needs no entry)."""
-        return source.type != "builtin" or self._expected_builtins.get(name) == (kind, source.location)
+        return source.type != "builtin" or self._listed.get(name) == (kind, source.location)
 
-    def _collect_commands(self) -> dict[str, LoadedCommand]:
-        found: dict[str, LoadedCommand] = {}
-        for item, plugin, source, where in self._declared("wavelens_commands", Command):
+    def _collect_commands(self, plugin: str) -> None:
+        found = self._commands
+        for item, _, source, where in self._declared("wavelens_commands", Command, plugin):
             if not isinstance(item.name, str) or not COMMAND_NAME.match(item.name):
                 raise PluginError(f"{where}: command name {item.name!r} must be lowercase letters, "
                                   "digits and hyphens, starting with a letter")
@@ -417,15 +440,16 @@ class PluginRegistry:
                                   f"not list as a command of {source.location}; add or correct its entry")
             if self._is_disabled(item.name):
                 continue
-            if item.name in found:
-                raise PluginError(f"two plugins add the command {item.name!r}: {found[item.name].source} "
+            other = (found[item.name].source if item.name in found
+                     else self._pending_source(item.name, "command"))
+            if other is not None:
+                raise PluginError(f"two plugins add the command {item.name!r}: {other} "
                                   f"and {source}. Disable one with {DISABLE_ENV}=<plugin name>.")
             found[item.name] = LoadedCommand(item, plugin, source)
-        return found
 
-    def _collect_extension_points(self) -> dict[str, LoadedExtensionPoint]:
-        found: dict[str, LoadedExtensionPoint] = {}
-        for item, plugin, source, where in self._declared("wavelens_extension_points", ExtensionPoint):
+    def _collect_extension_points(self, plugin: str) -> None:
+        found = self._extension_points
+        for item, _, source, where in self._declared("wavelens_extension_points", ExtensionPoint, plugin):
             if not isinstance(item.name, str) or not NAME_PATTERN.match(item.name):
                 raise PluginError(f"{where}: extension point name {item.name!r} must be lowercase "
                                   "letters, digits and underscores, starting with a letter")
@@ -433,31 +457,39 @@ class PluginRegistry:
                 raise PluginError(f"{where} declares the extension point {item.name!r}, which "
                                   f"registry.yaml does not list as an extension_point of "
                                   f"{source.location}; add or correct its entry")
-            if item.name in found:
+            other = (found[item.name].source if item.name in found
+                     else self._pending_source(item.name, "extension_point"))
+            if other is not None:
                 raise PluginError(f"two plugins declare the extension point {item.name!r}: "
-                                  f"{found[item.name].source} and {source}")
+                                  f"{other} and {source}")
             found[item.name] = LoadedExtensionPoint(item, plugin, source)
-        return found
+
+    def _pending_source(self, name: str, kind: str) -> PluginSource | None:
+        """Where the built-in ``name`` of ``kind`` comes from, when its module is not
+        imported yet (None otherwise): a name taken before it is loaded."""
+        if self._listed_kind(name) != kind:
+            return None
+        return PluginSource("builtin", self._listed[name][1])
+
+    def _in_load_order(self, items: dict[str, Any]) -> list[Any]:
+        """Built-ins in registry.yaml's order, then the others as they were loaded."""
+        order = {name: i for i, name in enumerate(self._listed)}
+        return sorted(items.values(), key=lambda item: (item.source.type != "builtin",
+                                                        order.get(item.name, 0)))
 
     def extension_points(self) -> list[LoadedExtensionPoint]:
-        """The extension points the loaded plugins declare, in load order."""
-        self.collect()
-        return list(self._extension_points.values())
+        """The extension points the plugins declare, in load order."""
+        self._import_listed("extension_point")
+        return self._in_load_order(self._extension_points)
 
     def commands(self) -> list[LoadedCommand]:
-        """The commands the loaded plugins add, in load order."""
-        self.collect()
-        return list(self._commands.values())
+        """The commands the plugins add, in load order (imports only the modules
+        registry.yaml lists commands of: keep those light)."""
+        self._import_listed("command")
+        return self._in_load_order(self._commands)
 
-    def _check(
-        self, item: Any, kind: Kind, plugin: str, source: PluginSource
-    ) -> LoadedContribution | None:
-        where = f"plugin {plugin!r} from {source}"
-        if not isinstance(item, Contribution):
-            raise PluginError(
-                f"{where} returned {type(item).__name__} from its {kind} hook; "
-                "expected wavelens.Contribution"
-            )
+    def _check(self, item: Contribution, kind: Kind, plugin: str, source: PluginSource,
+               where: str) -> LoadedContribution | None:
         if not isinstance(item.name, str) or not NAME_PATTERN.match(item.name):
             raise PluginError(
                 f"{where}: contribution name {item.name!r} must be lowercase letters, "
@@ -478,25 +510,22 @@ class PluginRegistry:
             )
         if not callable(item.build):
             raise PluginError(f"{where}: {item.name}.build is not callable")
-        if source.type == "builtin":
-            expected = self._expected_builtins.get(item.name)
-            if expected is None or expected != (kind, source.location):
-                raise PluginError(
-                    f"{where} contributes the {kind} {item.name!r}, which registry.yaml "
-                    f"does not list as a {kind} of {source.location}; registry.yaml is the "
-                    "list of built-ins: add or correct its entry"
-                )
+        if not self._listed_in_registry(item.name, kind, source):
+            raise PluginError(
+                f"{where} contributes the {kind} {item.name!r}, which registry.yaml "
+                f"does not list as a {kind} of {source.location}; registry.yaml is the "
+                "list of built-ins: add or correct its entry"
+            )
         if self._is_disabled(item.name):
             return None
         version = item.version or self._versions[plugin]
         return LoadedContribution(kind, item, plugin, source, version)
 
-    def _check_registry_complete(self, found: dict[str, LoadedContribution]) -> None:
-        loaded_modules = {s.location for s in self._sources.values() if s.type == "builtin"}
-        for name, (kind, module) in self._expected_builtins.items():
-            present = name in {"command": self._commands,
-                               "extension_point": self._extension_points}.get(kind, found)
-            if module in loaded_modules and not present and name not in self.disabled:
+    def _check_module_complete(self, module_name: str) -> None:
+        offered = {"command": self._commands, "extension_point": self._extension_points}
+        for name, (kind, module) in self._listed.items():
+            if module == module_name and name not in offered.get(kind, self._found) \
+                    and name not in self.disabled:
                 raise PluginError(
                     f"registry.yaml lists the {kind} {name!r} in {module}, but that module "
                     f"contributes no {kind} of that name"
@@ -505,28 +534,49 @@ class PluginRegistry:
     # -- lookup ----------------------------------------------------------------
 
     def all(self) -> list[LoadedContribution]:
-        """Every contribution, sorted by kind (in hook order) and name."""
+        """Every contribution, sorted by kind (in hook order) and name (imports every
+        built-in module)."""
         order = {kind: i for i, kind in enumerate(KINDS)}
         return sorted(self.collect().values(), key=lambda c: (order[c.kind], c.name))
 
+    def _listed_kind(self, name: str) -> str | None:
+        """The kind of a not-yet-imported built-in ``name`` (None when there is none)."""
+        kind, module = self._listed.get(name, (None, None))
+        return kind if module in self._pending and name in self._pending[module] else None
+
     def names(self, kind: Kind | None = None) -> list[str]:
-        return [c.name for c in self.all() if kind is None or c.kind == kind]
+        """Contribution names, sorted like :meth:`all`; imports nothing."""
+        order = {k: i for i, k in enumerate(KINDS)}
+        kinds = {name: c.kind for name, c in self._found.items()}
+        for name in self._listed:
+            listed = self._listed_kind(name)
+            if listed in order:
+                kinds[name] = listed
+        return [name for name, k in sorted(kinds.items(), key=lambda nk: (order[nk[1]], nk[0]))
+                if kind is None or k == kind]
 
     def find(self, name: str) -> LoadedContribution | None:
-        return self.collect().get(name)
+        """The contribution ``name`` (importing its built-in module if needed), or None."""
+        if name not in self._found and self._listed_kind(name) in KINDS:
+            self._import_builtin(self._listed[name][1])
+        return self._found.get(name)
 
     def get(self, kind: Kind, name: str) -> LoadedContribution:
         """The contribution ``name`` of ``kind``; PluginError with suggestions otherwise."""
-        found = self.find(name)
+        found = self.find(name) if self._kind_of(name) == kind else None
         if found is not None and found.kind == kind:
             return found
         raise PluginError(self.unknown_message(kind, name))
 
+    def _kind_of(self, name: str) -> str | None:
+        found = self._found.get(name)
+        return found.kind if found is not None else self._listed_kind(name)
+
     def unknown_message(self, kind: Kind, name: str) -> str:
         """Explain that ``name`` is not a ``kind`` plugin, suggesting close names."""
-        found = self.find(name)
-        if found is not None:
-            return f"{name!r} is a {found.kind} plugin, not a {kind} plugin"
+        other = self._kind_of(name)
+        if other is not None:
+            return f"{name!r} is a {other} plugin, not a {kind} plugin"
         known = self.names(kind)
         close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
         message = f"unknown {kind} plugin {name!r}"

@@ -412,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     known, rest = _global_parser(add_help=False).parse_known_args(argv)
     try:
-        # The plugins' commands are part of the command line, so the plugins load first.
+        # The plugins' commands are part of the command line, so they load first (the
+        # modules that add commands only: the others load when a spec uses them).
         registry = PluginRegistry.discover(disabled=_disabled(known))
+        registry.commands()
         problem = None
     except WavelensError as exc:
         registry, problem = None, exc

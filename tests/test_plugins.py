@@ -211,8 +211,9 @@ def test_every_float_parameter_of_every_builtin_plugin_refuses_non_finite_number
 def test_registry_must_list_every_builtin_contribution(tmp_path):
     registry = tmp_path / "registry.yaml"
     registry.write_text("plugins:\n  - {name: tones, kind: dataset, module: wavelens.plugins.toy.tiny_cnn}\n")
+    found = PluginRegistry.discover(registry_file=registry)  # reads the list, imports nothing
     with pytest.raises(PluginError, match="'tiny_cnn', which registry.yaml does not list"):
-        PluginRegistry.discover(registry_file=registry)
+        found.find("tones")
 
 
 def test_registry_entry_without_contribution_is_refused(tmp_path):
@@ -223,7 +224,7 @@ def test_registry_entry_without_contribution_is_refused(tmp_path):
         "  - {name: ghost, kind: dataset, module: wavelens.plugins.toy.tones}\n"
     )
     with pytest.raises(PluginError, match="lists the dataset 'ghost'"):
-        PluginRegistry.discover(registry_file=registry)
+        PluginRegistry.discover(registry_file=registry).get("dataset", "tones")
 
 
 def test_disable_by_environment_variable(monkeypatch):
@@ -391,7 +392,7 @@ def test_a_built_in_command_must_be_listed_in_the_registry(tmp_path):
     registry_file.write_text("plugins:\n  - {name: enhance, kind: command, "
                              "module: wavelens.plugins.ciwgan.commands}\n")
     with pytest.raises(PluginError, match="does not list as a command of wavelens.plugins.ciwgan.commands"):
-        PluginRegistry.discover(registry_file=registry_file, entry_points=False)
+        PluginRegistry.discover(registry_file=registry_file, entry_points=False).commands()
 
 
 def test_when_a_plugin_fails_to_load_core_commands_still_say_so_and_plugin_commands_stop(
@@ -452,3 +453,45 @@ def test_an_extension_point_that_cannot_be_offered_is_refused_with_its_source(en
     with pytest.raises(PluginError, match=message) as error:
         PluginRegistry.discover()
     assert "ep_bad_point" in str(error.value)
+
+
+HEAVY = ("torch", "torchaudio", "numpy", "scipy", "pandas", "matplotlib", "pesq", "pystoi")
+
+
+def _imported_after(code: str) -> dict:
+    """Which heavy libraries and built-in plugin modules a fresh interpreter holds
+    after running ``code``."""
+    probe = (f"{code}\nimport json, sys\n"
+             f"print(json.dumps({{'heavy': sorted(m for m in {HEAVY!r} if m in sys.modules),"
+             "'plugins': sorted(m for m in sys.modules if m.startswith('wavelens.plugins.'))}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=REPO).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_discovery_imports_no_plugin_module_and_nothing_heavy():
+    found = _imported_after("from wavelens.host import PluginRegistry\n"
+                            "r = PluginRegistry.discover()\nassert 'ciwgan' in r.names('model')")
+    assert found == {"heavy": [], "plugins": []}
+
+
+def test_the_command_line_starts_without_torch_numpy_or_the_plugins_that_add_no_command():
+    found = _imported_after("import contextlib, io\nfrom wavelens.cli import main\n"
+                            "with contextlib.redirect_stdout(io.StringIO()), "
+                            "contextlib.suppress(SystemExit):\n    main(['--help'])")
+    assert found["heavy"] == []
+    assert set(found["plugins"]) == {f"wavelens.plugins.{package}{module}"
+                                     for package in ("ciwgan", "noisy_speech", "metrics")
+                                     for module in ("", ".commands")}
+
+
+def test_looking_up_a_contribution_imports_its_module_only():
+    found = _imported_after("from wavelens.host import PluginRegistry\n"
+                            "PluginRegistry.discover().get('dataset', 'tones')")
+    assert found["plugins"] == ["wavelens.plugins.toy", "wavelens.plugins.toy.tones"]
+
+
+def test_an_entry_point_cannot_take_the_name_of_a_built_in_not_imported_yet(entry_point_package):
+    entry_point_package("ep_clash", EP_PLUGIN.replace('"ep_data"', '"ciwgan"'))
+    with pytest.raises(PluginError, match="duplicate plugin name 'ciwgan'.*wavelens.plugins.ciwgan.model"):
+        PluginRegistry.discover()

@@ -11,21 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.markup import escape
-
-from wavelens import (
-    Command,
-    CommandContext,
-    StageError,
-    console,
-    finite_float,
-    hookimpl,
-    int_between,
-    load_run_model,
-    write_audio,
-)
-
-from .generative import Generative
+from wavelens import Command, CommandContext, StageError, finite_float, hookimpl, int_between, load_run_model
 
 MAX_GENERATE = 10_000  # outputs per call: 10,000 of 16,384 samples are 655 MB
 
@@ -46,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def generate(args: argparse.Namespace, ctx: CommandContext) -> int:
+    # Imported here, not above: `wavelens --help` imports this module (keep it light).
+    from rich.markup import escape
+
+    from wavelens import console, write_audio
+
+    from .generative import Generative
+
     model, network, source, run_dir = load_run_model(args.target, ctx.disabled)
     if not isinstance(model, Generative):
         raise StageError(f"the model of {source} ({type(model).__name__}) is not a generative model: "

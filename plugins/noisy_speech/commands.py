@@ -15,28 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.markup import escape
-
 from wavelens import (
-    AUDIO_SUFFIXES,
     AudioError,
     Command,
     CommandContext,
     StageError,
-    audio_channels,
-    console,
     hookimpl,
     load_run_model,
     probability,
-    progress,
-    read_audio,
-    resolve_placement,
     shipped_weights,
-    write_audio,
-    write_csv,
 )
-
-from .enhancement import Enhancer
 
 # The enhancement network `wavelens enhance` uses when given no --checkpoint.
 SHIPPED_ENHANCER = "csm_vanet_cpu"
@@ -61,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _enhance_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
     """(file, path relative to the output folder) for every input file and every
     audio file under the input folders."""
+    from wavelens import AUDIO_SUFFIXES
+
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         if item.is_dir():
@@ -96,7 +86,21 @@ def speech_segments(probabilities, frame_seconds: float, threshold: float = 0.5,
 
 
 def enhance(args: argparse.Namespace, ctx: CommandContext) -> int:
+    # Imported here, not above: `wavelens --help` imports this module (keep it light).
     import numpy as np
+    from rich.markup import escape
+
+    from wavelens import (
+        audio_channels,
+        console,
+        progress,
+        read_audio,
+        resolve_placement,
+        write_audio,
+        write_csv,
+    )
+
+    from .enhancement import Enhancer
 
     files = _enhance_inputs([Path(p) for p in args.inputs])
     checkpoint = args.checkpoint if args.checkpoint is not None else shipped_weights(SHIPPED_ENHANCER)
