@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
 
 from ._errors import AudioError
 from ._io import atomic_write
@@ -94,6 +92,9 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Resample a 1-D float signal with torchaudio's band-limited sinc filter."""
     if from_rate == to_rate:
         return np.asarray(samples, dtype=np.float32)
+    import torch  # here, not above: reading audio needs no torch
+    import torchaudio
+
     tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
     return torchaudio.functional.resample(tensor, from_rate, to_rate).numpy()
 

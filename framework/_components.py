@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import torch
-
 from ._device import Placement
 from ._errors import StageError
 from ._io import save_torch, write_text
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch loads where it is used: scoring with metrics needs none of it
+    import torch
+
     from ._spec import TrainSpec
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
     "MetricColumn",
 ]
 
-DataSplits = Mapping[str, torch.utils.data.Dataset]
+DataSplits = Mapping[str, "torch.utils.data.Dataset"]
 """Named splits (``train``, ``test``, …) of a dataset, each a map-style torch dataset
 whose items are dicts of tensors and labels (``{"audio": ..., "label": ...}``)."""
 
@@ -58,6 +58,8 @@ def collate_items(items: list[Mapping[str, Any]]) -> dict[str, Any]:
     item has a number there); anything else (strings, annotation lists, ``None``)
     becomes a list with one entry per item.
     """
+    import torch
+
     if not items:
         raise ValueError("collate_items needs at least one item")
     batch: dict[str, Any] = {}
@@ -225,6 +227,8 @@ class Model(ABC):
 
     def load_weights(self, network: torch.nn.Module, path: Path) -> None:
         """Load weights from ``path`` (written by ``save_weights``) into ``network``."""
+        import torch
+
         state = torch.load(path, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
 
@@ -314,7 +318,11 @@ class Metric(ABC):
 
     @staticmethod
     def _fresh(default: Any) -> Any:
-        return [] if isinstance(default, list) else torch.as_tensor(default).clone()
+        if isinstance(default, list):
+            return []
+        import torch
+
+        return torch.as_tensor(default).clone()
 
     def reset(self) -> None:
         """Return every state to its default."""
@@ -333,10 +341,11 @@ class Metric(ABC):
                 merged = list(mine) + list(theirs)
             elif reduce == "sum":
                 merged = mine + theirs
-            elif reduce == "min":
-                merged = torch.minimum(mine, torch.as_tensor(theirs))
             else:
-                merged = torch.maximum(mine, torch.as_tensor(theirs))
+                import torch
+
+                pick = torch.minimum if reduce == "min" else torch.maximum
+                merged = pick(mine, torch.as_tensor(theirs))
             setattr(self, name, merged)
 
     @abstractmethod

@@ -14,12 +14,12 @@ import contextlib
 import math
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
-import torch
 
 from ._components import Metric, MetricColumn
 from ._errors import WavelensError
@@ -52,9 +52,18 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _arrays() -> tuple[type, ...]:
+    """The array types items may hold: numpy's, and torch's where torch is loaded
+    (scoring audio with numpy metrics never imports it)."""
+    torch = sys.modules.get("torch")
+    return (np.ndarray,) if torch is None else (np.ndarray, torch.Tensor)
+
+
 def _init_worker(metrics: Mapping[str, Metric]) -> None:
     global _WORKER_METRICS
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")
+    if torch is not None:  # the metrics' modules use torch: one thread per worker
+        torch.set_num_threads(1)
     _WORKER_METRICS = metrics
 
 
@@ -205,7 +214,7 @@ def split_items(value: Any, n: int) -> list[Any]:
     if isinstance(value, Mapping):
         parts = {key: split_items(v, n) for key, v in value.items()}
         return [{key: parts[key][i] for key in parts} for i in range(n)]
-    if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)):
+    if isinstance(value, (*_arrays(), list, tuple)):
         if len(value) != n:
             raise WavelensError(f"predict returned {len(value)} entries for a batch of {n} items")
         return [value[i] for i in range(n)]
@@ -219,7 +228,7 @@ def batch_of_one(item: Any) -> Any:
     """One item as a batch of one (what ``Metric.update`` takes)."""
     if isinstance(item, Mapping):
         return {key: batch_of_one(v) for key, v in item.items()}
-    if isinstance(item, (torch.Tensor, np.ndarray)):
+    if isinstance(item, _arrays()):
         return item[None]
     return [item]
 
@@ -246,18 +255,29 @@ def score_item(metrics: Mapping[str, Metric], preds: Any, target: Any) -> tuple[
     return row, states
 
 
-def _score_job(job: tuple[Any, Any]) -> tuple[dict[str, Any], dict]:
-    return score_item(_WORKER_METRICS, *job)
+def _score(metrics: Mapping[str, Metric], job: tuple[Any, Any] | list[tuple[Any, Any]]) -> Any:
+    if isinstance(job, list):  # a group: one worker, in order
+        return [score_item(metrics, *item) for item in job]
+    return score_item(metrics, *job)
+
+
+def _score_job(job: tuple[Any, Any] | list[tuple[Any, Any]]) -> Any:
+    return _score(_WORKER_METRICS, job)
 
 
 def item_scorer(metrics: Mapping[str, Metric], workers: int = 1) -> contextlib.AbstractContextManager:
     """A context giving ``score(jobs)`` → iterator of ``score_item`` results in order,
-    computed in ``workers`` processes (1: in this process)."""
+    computed in ``workers`` processes (1: in this process).
+
+    A job is a ``(preds, target)`` item, or a list of them: a group, scored in one
+    worker one after another, with a list of results. Give several predictions of one
+    target (systems compared on the same references) as a group, and a metric that
+    keeps what it computed of the last target reuses it."""
 
     @contextlib.contextmanager
-    def scorer() -> Iterator[Callable[[list[tuple[Any, Any]]], Iterable]]:
+    def scorer() -> Iterator[Callable[[list[Any]], Iterable]]:
         if workers <= 1:
-            yield lambda jobs: (score_item(metrics, *job) for job in jobs)
+            yield lambda jobs: (_score(metrics, job) for job in jobs)
             return
         with _pool(metrics, workers) as pool:
             yield lambda jobs: pool.map(_score_job, jobs)

@@ -352,7 +352,8 @@ def test_the_evaluate_command_writes_per_file_scores_and_a_grouped_summary(tmp_p
     assert sdr["sd"] == pytest.approx(np.std(values, ddof=1))
     half = 4.302653 * np.std(values, ddof=1) / np.sqrt(3)  # Student's t, 2 degrees of freedom
     assert sdr["ci95"] == pytest.approx([np.mean(values) - half, np.mean(values) + half], rel=1e-5)
-    assert record["setup"]["pesq_mode"] == "wb" and record["setup"]["stoi"] == "STOI (pystoi)"
+    assert record["setup"]["pesq_mode"] == "wb"
+    assert record["setup"]["stoi"] == "STOI (wavelens, pystoi's computation)"
     assert record["setup"]["packages"]["pystoi"] and "95 % CI" in summary and "packages" in summary
 
 
@@ -445,6 +446,55 @@ def test_stoi_that_pystoi_cannot_compute_is_missing_not_its_placeholder():
     assert 0.99 < stoi_score(speech, speech, 16000) <= 1.0
 
 
+@pytest.mark.parametrize("rate", [8000, 10000, 16000, 22050, 44100])
+def test_stoi_is_pystois_computation_at_any_rate(rate):
+    from pystoi import stoi as pystoi
+
+    from wavelens.plugins.metrics.intelligibility import resample, stoi
+
+    rng = np.random.default_rng(rate)
+    n = int(2.5 * rate)
+    envelope = 0.2 + np.abs(np.sin(2 * np.pi * 1.5 * np.arange(n) / rate))  # loud and quiet stretches
+    clean = np.convolve(rng.standard_normal(n), [1.0, 0.7, 0.3], mode="same") * envelope * 0.1
+    clean[n // 3: n // 3 + rate // 4] = 0  # a stretch of digital silence: frames removed
+    noisy = clean + 0.05 * rng.standard_normal(n)
+    assert stoi(clean, noisy, rate) == pytest.approx(pystoi(clean, noisy, rate), abs=1e-12)
+    from pystoi.utils import resample_oct
+
+    if rate != 10000:
+        np.testing.assert_allclose(resample(clean, rate), resample_oct(clean, 10000, rate), atol=1e-14)
+
+
+@pytest.mark.skipif(not (VOICEBANK / "clean").is_dir(), reason=f"the shared pairs are not at {VOICEBANK}")
+def test_stoi_equals_pystoi_on_the_real_pairs():
+    from pystoi import stoi as pystoi
+
+    from wavelens.plugins.metrics.intelligibility import stoi
+
+    for path in sorted((VOICEBANK / "clean").glob("*.wav")):
+        clean, rate = sf.read(path)
+        noisy, _ = sf.read(VOICEBANK / "noisy" / path.name)
+        assert stoi(clean, noisy, rate) == pytest.approx(pystoi(clean, noisy, rate), abs=1e-10)
+
+
+def test_the_clean_half_is_reused_for_another_estimate_of_the_same_reference_only():
+    clean, other = _speechlike(2.0, seed=5), _speechlike(2.0, seed=6)
+    first, second = clean + 0.03 * _speechlike(2.0, seed=7), clean * 0.8
+    cache: dict = {}
+    for estimate in (first, second):
+        shared = composite(clean, estimate, RATE, pesq_value=2.0, cache=cache)
+        assert shared == composite(clean, estimate, RATE, pesq_value=2.0)  # identical, not approximately
+        assert stoi_score(clean, estimate, RATE, cache=cache) == stoi_score(clean, estimate, RATE)
+    kept = cache["clean"], cache["stoi"]
+    composite(clean, second, RATE, pesq_value=2.0, cache=cache)
+    stoi_score(clean, second, RATE, cache=cache)
+    assert cache["clean"] is kept[0] and cache["stoi"] is kept[1]  # not computed again
+    assert composite(other, second, RATE, pesq_value=2.0, cache=cache) == composite(other, second, RATE,
+                                                                                      pesq_value=2.0)
+    assert stoi_score(other, second, RATE, cache=cache) == stoi_score(other, second, RATE)
+    assert cache["clean"] is not kept[0] and cache["stoi"] is not kept[1]
+
+
 def test_pairs_of_different_lengths_are_scored_by_the_voicebank_convention(tmp_path):
     """compute_metrics.m cuts both to the shorter and adds eps to both; the folder
     path must not cut first and so lose the eps (CSIG differs then)."""
@@ -522,3 +572,38 @@ def test_several_systems_are_scored_and_compared_with_the_first_file_by_file(tmp
     assert paired["t_test_p"] == pytest.approx(stats.ttest_rel(per_file["b"], per_file["a"]).pvalue)
     assert [m["system"] for m in record["means"]] == ["a", "b"]
     assert "paired t p" in (out / "comparison.md").read_text()
+
+
+def test_several_systems_in_one_pass_equal_each_scored_alone_and_share_the_reference(tmp_path, monkeypatch):
+    from wavelens.plugins.metrics import intelligibility, quality
+    from wavelens.plugins.metrics.folders import evaluate_folders, evaluate_systems
+    from wavelens.plugins.metrics.speech import Composite, CompositeParams, Stoi, StoiParams
+
+    for index in range(3):
+        x = _speechlike(1.5, seed=60 + index)
+        rng = np.random.default_rng(index)
+        _write(tmp_path / "clean", f"u{index}.wav", x)
+        _write(tmp_path / "a", f"u{index}.wav", x + 0.02 * rng.normal(size=len(x)))
+        if index != 2:  # b lacks u2, and its u1 is longer than the reference
+            noisy = x + 0.01 * rng.normal(size=len(x))
+            _write(tmp_path / "b", f"u{index}.wav", np.concatenate([noisy, noisy[:800]]) if index else noisy)
+    metrics = {"composite": Composite(CompositeParams()), "stoi": Stoi(StoiParams())}
+    folders = [tmp_path / "a", tmp_path / "b"]
+    alone = [evaluate_folders(tmp_path / "clean", folder, metrics, workers=1) for folder in folders]
+    counted = {"clean": 0, "stoi": 0}
+    for module, name, key in ((quality, "clean_analysis", "clean"),
+                              (intelligibility, "stoi_reference", "stoi")):
+        original = getattr(module, name)
+
+        def counting(*args, _original=original, _key=key, **kwargs):
+            counted[_key] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counting)
+    metrics = {"composite": Composite(CompositeParams()), "stoi": Stoi(StoiParams())}
+    together = evaluate_systems(tmp_path / "clean", folders, metrics, workers=1)
+    assert together == alone  # every value, note and row alike
+    assert [row["file"] for row in together[1][0]] == ["u0.wav", "u1.wav"]
+    # u0: one analysis for both systems; u1: b's pair is cut and gets eps, a new reference; u2: a only
+    assert counted == {"clean": 4, "stoi": 4}
+    assert evaluate_systems(tmp_path / "clean", folders, metrics, workers=2) == together

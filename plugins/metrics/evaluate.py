@@ -28,7 +28,7 @@ from wavelens import (
     write_text,
 )
 
-from .folders import evaluate_folders
+from .folders import evaluate_systems
 
 
 def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
@@ -50,17 +50,19 @@ def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
         metrics[name] = contribution.contribution.build(contribution.params(**params))
     columns = presentation(metrics)
     systems = list(dict.fromkeys(Path(e) for e in args.estimate))
+    scored = evaluate_systems(args.reference, systems, metrics, rate=args.rate, workers=args.workers,
+                              progress=progress, upsample=args.upsample)
     if len(systems) == 1:
         out = Path(args.out or f"{systems[0]}-scores")
-        _, failed = score_system(args, metrics, columns, mode, systems[0], out)
+        _, failed = write_system(args, metrics, columns, mode, *scored[0], out)
         console.print(f"per-file scores: {escape(str(out / 'scores.csv'))}", soft_wrap=True, highlight=False)
         return 1 if failed else 0  # every file is in scores.csv; the status says whether some were refused
     out = Path(args.out or f"{systems[0]}-comparison")
     results = {}
     any_failed = False
-    for name, folder in zip(_system_names(systems), systems, strict=True):
+    for name, folder, (rows, notes) in zip(_system_names(systems), systems, scored, strict=True):
         console.print(f"[bold]{escape(name)}[/] ({escape(str(folder))})")
-        results[name], failed = score_system(args, metrics, columns, mode, folder, out / name)
+        results[name], failed = write_system(args, metrics, columns, mode, rows, notes, out / name)
         any_failed = any_failed or failed
     text = compare_systems(results, columns, out)
     console.print(text, soft_wrap=True, highlight=False, markup=False)
@@ -68,12 +70,10 @@ def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
     return 1 if any_failed else 0
 
 
-def score_system(args: argparse.Namespace, metrics: dict, columns: list[dict], mode: str, estimate: Path,
-                 out: Path) -> tuple[list[dict], bool]:
-    """Score one folder of estimates; write scores.csv, summary.json and summary.md
-    into ``out``; return the rows and whether any file could not be scored."""
-    rows, notes = evaluate_folders(args.reference, estimate, metrics, rate=args.rate,
-                                   workers=args.workers, progress=progress, upsample=args.upsample)
+def write_system(args: argparse.Namespace, metrics: dict, columns: list[dict], mode: str,
+                 rows: list[dict], notes: list[str], out: Path) -> tuple[list[dict], bool]:
+    """Write one system's scores.csv, summary.json and summary.md into ``out``;
+    return the rows and whether any file could not be scored."""
     if args.by:
         groups = _read_groups(args.meta, args.by) if args.meta else {}
         for row in rows:
@@ -222,7 +222,8 @@ def setup(args: argparse.Namespace, metrics: dict, mode: str) -> dict:
     if "composite" in metrics:
         result["convention"] = metrics["composite"].params.convention
     if "stoi" in metrics:
-        result["stoi"] = "ESTOI (pystoi)" if metrics["stoi"].params.extended else "STOI (pystoi)"
+        result["stoi"] = ("ESTOI (pystoi)" if metrics["stoi"].params.extended
+                          else "STOI (wavelens, pystoi's computation)")
     packages = {}
     for name in ("wavelens", "pesq", "pystoi", "numpy", "scipy", "torch"):
         try:

@@ -6,12 +6,15 @@ channels, length, silence), and scores every metric on the aligned signals in wo
 processes (the core's ``item_scorer``; the ``pesq`` C code is not thread-safe). It
 returns one row per file: the metric values, or an error entry with its reason. A
 bad file never stops the evaluation, and summaries count only the files scored.
+Several folders of estimates (systems) are scored in one pass: each reference's
+estimates go to one worker together, and the measures reuse what they computed of
+the reference.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,18 +135,46 @@ def evaluate_folders(
     """Rows (one per paired file, in name order) and notes on unpaired files. A pair
     recorded below ``rate`` is refused (its upper band is empty: wideband measures
     would score a band the recording never had) unless ``upsample``."""
-    pairs, notes = pair_files(Path(reference), Path(estimate))
-    workers = max(1, min(workers or available_cores(), len(pairs)))
+    (rows, notes), = evaluate_systems(reference, [estimate], metrics, rate, workers, progress, upsample)
+    return rows, notes
+
+
+def evaluate_systems(
+    reference: Path,
+    estimates: Sequence[Path],
+    metrics: Mapping[str, Metric],
+    rate: int = 16000,
+    workers: int | None = None,
+    progress: Callable[..., Iterable] | None = None,
+    upsample: bool = False,
+) -> list[tuple[list[dict[str, Any]], list[str]]]:
+    """:func:`evaluate_folders` for several folders of estimates of one reference
+    folder, in one pass: ``(rows, notes)`` per folder, in order. The estimates of one
+    reference file are scored together in one worker, so each measure analyses the
+    reference once for all of them."""
+    paired = [pair_files(Path(reference), Path(estimate)) for estimate in estimates]
+    by_reference: dict[str, list[tuple[int, Path, Path]]] = {}
+    for system, (pairs, _) in enumerate(paired):
+        for name, ref, est in pairs:
+            by_reference.setdefault(name, []).append((system, ref, est))
+    names = list(by_reference)
+    workers = max(1, min(workers or available_cores(), len(names)))
     wrap = progress or (lambda items, **_: items)
 
-    def scored(score) -> Iterable[dict[str, Any]]:
-        for start in range(0, len(pairs), CHUNK):
-            loaded = [load_pair(name, ref, est, rate, upsample)
-                      for name, ref, est in pairs[start:start + CHUNK]]
-            results = iter(score([(est, ref) for _, est, ref in loaded if est is not None]))
-            for row, est, _ in loaded:
-                yield row if est is None else {**row, **next(results)[0]}
+    def scored(score) -> Iterable[list[tuple[int, dict[str, Any]]]]:
+        for start in range(0, len(names), CHUNK):
+            loaded = [[(system, load_pair(name, ref, est, rate, upsample))
+                       for system, ref, est in by_reference[name]] for name in names[start:start + CHUNK]]
+            groups = [[(est, ref) for _, (_, est, ref) in group if est is not None] for group in loaded]
+            results = iter(score([group for group in groups if group]))
+            for group, jobs in zip(loaded, groups, strict=True):
+                values = iter(next(results) if jobs else [])
+                yield [(system, row if est is None else {**row, **next(values)[0]})
+                       for system, (row, est, _) in group]
 
+    found: list[list[dict[str, Any]]] = [[] for _ in estimates]
     with item_scorer(dict(metrics), workers) as score:
-        rows = list(wrap(scored(score), total=len(pairs), description="scoring"))
-    return rows, notes
+        for group in wrap(scored(score), total=len(names), description="scoring"):
+            for system, row in group:
+                found[system].append(row)
+    return [(rows, notes) for rows, (_, notes) in zip(found, paired, strict=True)]

@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -114,10 +115,49 @@ def frames(signal: np.ndarray, rate: int) -> np.ndarray:
     return sliding_window_view(signal, length)[: count * hop : hop] * window
 
 
-def segsnr_frames(clean: np.ndarray, estimate: np.ndarray, rate: int) -> np.ndarray:
+@dataclass(frozen=True)
+class CleanAnalysis:
+    """What the composite measures need of the clean signal alone, computed once
+    and reused for every estimate of it (systems compared on the same references):
+    its frames and their energies, autocorrelations and LPC models, and its WSS
+    band energies, slopes and weights."""
+
+    samples: np.ndarray
+    rate: int
+    int16_scaling: bool
+    frames: np.ndarray
+    energy: np.ndarray
+    autocorrelation: np.ndarray
+    lpc_energy: np.ndarray  # a·R·aᵀ of the clean LPC model under its own autocorrelation
+    wss_slope: np.ndarray
+    wss_weight: np.ndarray
+
+    def matches(self, clean: np.ndarray, rate: int, int16_scaling: bool) -> bool:
+        """Whether this is the analysis of ``clean`` at ``rate``."""
+        return (rate == self.rate and int16_scaling == self.int16_scaling
+                and clean.shape == self.samples.shape and np.array_equal(clean, self.samples))
+
+
+def _lpc_order(rate: int) -> int:
+    return 16 if rate >= 10000 else 10
+
+
+def clean_analysis(clean: np.ndarray, rate: int, int16_scaling: bool = True) -> CleanAnalysis:
+    """The clean signal's half of LLR, WSS and segSNR."""
+    clean = np.asarray(clean, dtype=np.float64)
+    c = frames(clean, rate)
+    r = _autocorrelation(c, _lpc_order(rate))
+    slope, weight = _wss_side(clean / 32768 if int16_scaling else clean, rate)
+    return CleanAnalysis(clean, rate, int16_scaling, c, np.sum(c * c, axis=1), r,
+                         _toeplitz_form(_levinson(r), r), slope, weight)
+
+
+def segsnr_frames(clean: np.ndarray, estimate: np.ndarray, rate: int,
+                  analysis: CleanAnalysis | None = None) -> np.ndarray:
     """Per-frame segmental SNR in dB, clipped to [−10, 35]."""
-    c, e = frames(clean, rate), frames(estimate, rate)
-    signal_energy = np.sum(c * c, axis=1)
+    c = analysis.frames if analysis is not None else frames(clean, rate)
+    signal_energy = analysis.energy if analysis is not None else np.sum(c * c, axis=1)
+    e = frames(estimate, rate)
     noise_energy = np.sum((c - e) ** 2, axis=1)
     return np.clip(10 * np.log10(signal_energy / (noise_energy + EPS) + EPS), -10, 35)
 
@@ -159,15 +199,19 @@ def _toeplitz_form(poly: np.ndarray, r: np.ndarray) -> np.ndarray:
     return total
 
 
-def llr_frames(clean: np.ndarray, estimate: np.ndarray, rate: int) -> np.ndarray:
+def llr_frames(clean: np.ndarray, estimate: np.ndarray, rate: int,
+               analysis: CleanAnalysis | None = None) -> np.ndarray:
     """Per-frame log-likelihood ratio of the estimate's LPC model against the clean
     one (order 16 at ≥ 10 kHz, else 10), both under the clean frame's autocorrelation."""
-    order = 16 if rate >= 10000 else 10
-    c, e = frames(clean, rate), frames(estimate, rate)
-    r_clean, r_estimate = _autocorrelation(c, order), _autocorrelation(e, order)
-    a_clean, a_estimate = _levinson(r_clean), _levinson(r_estimate)
+    order = _lpc_order(rate)
+    if analysis is None:
+        r_clean = _autocorrelation(frames(clean, rate), order)
+        clean_energy = _toeplitz_form(_levinson(r_clean), r_clean)
+    else:
+        r_clean, clean_energy = analysis.autocorrelation, analysis.lpc_energy
+    a_estimate = _levinson(_autocorrelation(frames(estimate, rate), order))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log(_toeplitz_form(a_estimate, r_clean) / _toeplitz_form(a_clean, r_clean))
+        return np.log(_toeplitz_form(a_estimate, r_clean) / clean_energy)
 
 
 def _critical_filters(rate: int, n_half: int) -> np.ndarray:
@@ -202,32 +246,35 @@ def _nearest_peaks(energy: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.where(slope > 0, right, left)
 
 
-def wss_frames(clean: np.ndarray, estimate: np.ndarray, rate: int, int16_scaling: bool = True) -> np.ndarray:
-    """Per-frame weighted spectral slope distance (Klatt 1982), normalised by the
-    sum of weights. ``int16_scaling`` divides the signals by 32768 first (the
-    voicebank convention's quirk)."""
-    if int16_scaling:
-        clean, estimate = clean / 32768, estimate / 32768
+def _wss_side(signal: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """One signal's spectral slopes across the critical bands and their weights."""
     length, _ = framing(rate)
     n_fft = int(2 ** math.ceil(math.log2(2 * length)))
     n_half = n_fft // 2
-    filters = _critical_filters(rate, n_half)
     k_max, k_loc_max = 20.0, 1.0
-    energies = []
-    for signal in (clean, estimate):
-        spectrum = np.abs(np.fft.rfft(frames(signal, rate), n_fft)[:, :n_half]) ** 2
-        energies.append(10 * np.log10(np.maximum(spectrum @ filters.T, 1e-10)))
-    weights, slopes = [], []
-    for energy in energies:
-        slope = energy[:, 1:] - energy[:, :-1]
-        peaks = _nearest_peaks(energy, slope)
-        below = energy[:, :-1]
-        w_max = k_max / (k_max + energy.max(axis=1, keepdims=True) - below)
-        w_loc = k_loc_max / (k_loc_max + peaks - below)
-        weights.append(w_max * w_loc)
-        slopes.append(slope)
-    w = (weights[0] + weights[1]) / 2
-    return np.sum(w * (slopes[0] - slopes[1]) ** 2, axis=1) / np.sum(w, axis=1)
+    spectrum = np.abs(np.fft.rfft(frames(signal, rate), n_fft)[:, :n_half]) ** 2
+    energy = 10 * np.log10(np.maximum(spectrum @ _critical_filters(rate, n_half).T, 1e-10))
+    slope = energy[:, 1:] - energy[:, :-1]
+    peaks = _nearest_peaks(energy, slope)
+    below = energy[:, :-1]
+    w_max = k_max / (k_max + energy.max(axis=1, keepdims=True) - below)
+    w_loc = k_loc_max / (k_loc_max + peaks - below)
+    return slope, w_max * w_loc
+
+
+def wss_frames(clean: np.ndarray, estimate: np.ndarray, rate: int, int16_scaling: bool = True,
+               analysis: CleanAnalysis | None = None) -> np.ndarray:
+    """Per-frame weighted spectral slope distance (Klatt 1982), normalised by the
+    sum of weights. ``int16_scaling`` divides the signals by 32768 first (the
+    voicebank convention's quirk)."""
+    scale = 32768 if int16_scaling else 1
+    if analysis is None:
+        clean_slope, clean_weight = _wss_side(clean / scale, rate)
+    else:
+        clean_slope, clean_weight = analysis.wss_slope, analysis.wss_weight
+    slope, weight = _wss_side(estimate / scale, rate)
+    w = (clean_weight + weight) / 2
+    return np.sum(w * (clean_slope - slope) ** 2, axis=1) / np.sum(w, axis=1)
 
 
 def trimmed_mean(values: np.ndarray, fraction: float = TRIM) -> float:
@@ -304,9 +351,12 @@ def composite(
     rate: int,
     convention: Convention = "voicebank",
     pesq_value: float | None = None,
+    cache: dict | None = None,
 ) -> dict[str, float]:
     """CSIG, CBAK, COVL (each clipped to [1, 5]) with the PESQ, LLR, WSS and segSNR
-    they are built from, in one of the two conventions."""
+    they are built from, in one of the two conventions. ``cache``: a dict that keeps
+    the clean signal's half (:func:`clean_analysis`) between calls, reused while the
+    clean signal (after the convention's alignment) is the same."""
     clean, estimate = np.asarray(clean, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
     if convention == "voicebank":
         clean, estimate = equal_lengths(clean, estimate)
@@ -323,9 +373,14 @@ def composite(
         int16 = False
     else:
         raise ValueError(f"convention must be 'voicebank' or 'loizou', not {convention!r}")
-    llr = trimmed_mean(llr_frames(clean, estimate, rate))
-    wss = trimmed_mean(wss_frames(clean, estimate, rate, int16_scaling=int16))
-    segsnr = float(np.mean(segsnr_frames(clean, estimate, rate)))
+    analysis = (cache or {}).get("clean")
+    if analysis is None or not analysis.matches(clean, rate, int16):
+        analysis = clean_analysis(clean, rate, int16)
+        if cache is not None:
+            cache["clean"] = analysis
+    llr = trimmed_mean(llr_frames(clean, estimate, rate, analysis))
+    wss = trimmed_mean(wss_frames(clean, estimate, rate, int16, analysis))
+    segsnr = float(np.mean(segsnr_frames(clean, estimate, rate, analysis)))
     p = pesq_for_regression
     return {
         "csig": float(np.clip(3.093 - 1.029 * llr + 0.603 * p - 0.009 * wss, 1, 5)),
@@ -338,11 +393,24 @@ def composite(
     }
 
 
-def stoi_score(clean: np.ndarray, estimate: np.ndarray, rate: int, extended: bool = False) -> float:
-    """STOI (or ESTOI with ``extended``) from ``pystoi``; NaN (a value that could not
-    be computed) where pystoi finds too few frames of speech in the reference and
-    would return its placeholder 1e-5, which a mean would take for a real score."""
+def stoi_score(clean: np.ndarray, estimate: np.ndarray, rate: int, extended: bool = False,
+               cache: dict | None = None) -> float:
+    """STOI (:mod:`.intelligibility`, pystoi's computation, the reference's half kept
+    in ``cache`` for further estimates of it), or ESTOI with ``extended`` (from
+    ``pystoi``). NaN (a value that could not be computed) where the reference has too
+    few frames of speech: pystoi would return its placeholder 1e-5, which a mean would
+    take for a real score."""
     import warnings
+
+    if not extended:
+        from .intelligibility import stoi_reference, stoi_with
+
+        reference = (cache or {}).get("stoi")
+        if reference is None or not reference.matches(np.asarray(clean, dtype=np.float64), rate):
+            reference = stoi_reference(clean, rate)
+            if cache is not None:
+                cache["stoi"] = reference
+        return stoi_with(reference, estimate)
 
     from pystoi import stoi
 

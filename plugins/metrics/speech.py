@@ -10,17 +10,20 @@ forms are in :mod:`wavelens.plugins.metrics.quality`.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from wavelens import Contribution, Metric, MetricColumn, Params, StageError, hookimpl, resample
 
 from . import quality
+
+if TYPE_CHECKING:  # torch only where a model's tensors come in: scoring files needs none
+    import torch
 
 # How the values are presented: the published tables' names and order (PESQ, CSIG,
 # CBAK, COVL, SSNR, STOI, then SI-SDR), two decimals; LLR and WSS, the composite
@@ -63,7 +66,8 @@ def _signals(batch: Any) -> list[np.ndarray]:
         if "audio" not in batch:
             raise StageError(f"speech metrics score the 'audio' entry; the model gave {', '.join(batch)}")
         batch = batch["audio"]
-    if isinstance(batch, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only come from a loaded torch
+    if torch is not None and isinstance(batch, torch.Tensor):
         batch = batch.detach().cpu().double()
         if batch.ndim == 1:
             batch = batch[None]
@@ -74,7 +78,12 @@ def _signals(batch: Any) -> list[np.ndarray]:
 
 
 class PairMetric(Metric):
-    """A mean over (estimate, reference) pairs of a per-pair score."""
+    """A mean over (estimate, reference) pairs of a per-pair score.
+
+    ``_clean`` keeps what a measure computed of the last reference alone (its
+    analysis), so that further estimates of the same reference (systems compared
+    file by file) reuse it; it is checked against the reference's samples, so a new
+    reference is always analysed afresh. It is a cache, not a state: ``reset`` keeps it."""
 
     higher_is_better = True
     keys: tuple[str, ...] = ()
@@ -83,6 +92,7 @@ class PairMetric(Metric):
         super().__init__()
         self.params = params
         self.add_state("values", [], reduce="cat")
+        self._clean: dict[str, Any] = {}
 
     def score(self, estimate: np.ndarray, reference: np.ndarray) -> float | dict[str, float]:
         raise NotImplementedError
@@ -138,7 +148,8 @@ class Stoi(PairMetric):
         return [MetricColumn("stoi", "ESTOI" if self.params.extended else "STOI", rank=60)]
 
     def score(self, estimate, reference):
-        return quality.stoi_score(reference, estimate, self.params.sample_rate, extended=self.params.extended)
+        return quality.stoi_score(reference, estimate, self.params.sample_rate, extended=self.params.extended,
+                                  cache=self._clean)
 
 
 class Composite(PairMetric):
@@ -150,7 +161,7 @@ class Composite(PairMetric):
 
     def score(self, estimate, reference):
         rate, (estimate, reference) = _pesq_rate(self.params, [estimate, reference])
-        values = quality.composite(reference, estimate, rate, self.params.convention)
+        values = quality.composite(reference, estimate, rate, self.params.convention, cache=self._clean)
         if self.params.convention == "loizou":
             values["pesq_nb"] = values.pop("pesq")
         return values
@@ -183,6 +194,8 @@ class Vad(Metric):
         self.add_state("labels", [], reduce="cat")
 
     def update(self, preds: Any, target: Any) -> None:
+        import torch
+
         if isinstance(preds, Mapping):  # a model's several outputs: the VAD is "vad"
             if "vad" not in preds or not isinstance(target, Mapping) or "vad" not in target:
                 raise StageError("vad scores the 'vad' entry of the predictions and targets")
@@ -221,6 +234,8 @@ class Vad(Metric):
 def _flat(values: Any) -> Any:
     """Sequences of per-item arrays (of different lengths) joined end to end."""
     if isinstance(values, (list, tuple)) and values and not np.isscalar(values[0]):
+        import torch
+
         return np.concatenate([np.asarray(torch.as_tensor(v).cpu()).reshape(-1) for v in values])
     return values
 
@@ -245,7 +260,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 def wavelens_metrics():
     return [
         Contribution("pesq", PesqParams, "PESQ (pesq package): wideband P.862.2 or narrowband MOS-LQO", Pesq),
-        Contribution("stoi", StoiParams, "STOI or ESTOI (pystoi)", Stoi),
+        Contribution("stoi", StoiParams, "STOI (pystoi's computation) or ESTOI (pystoi)", Stoi),
         Contribution(
             "composite",
             CompositeParams,

@@ -117,7 +117,9 @@ def test_bench_evaluate_against_the_reference_loop(tmp_path):
         ratio = medians[("reference loop", n)] / medians[("wavelens evaluate", n)]
         lines.append(f"{n} pairs: wavelens is {ratio:.2f}x the reference loop's speed (goal {GOAL}x)")
     per_pair = (medians[("wavelens evaluate", 500)] - medians[("wavelens evaluate", 25)]) / 475
-    lines.append(f"the 824-file VoiceBank test set, estimated: {medians[('wavelens evaluate', 25)] + 799 * per_pair:.0f} s "
+    estimate = medians[("wavelens evaluate", 25)] + 799 * per_pair
+    lines.append(f"the 824-file VoiceBank test set, estimated: {estimate:.0f} s "
                  f"(reference loop: {824 * medians[('reference loop', 500)] / 500:.0f} s)")
     print("\n".join(lines))
-    print("reference means (PESQ CSIG CBAK COVL SSNR STOI), 25 pairs:", outputs[("reference loop", 25)].strip())
+    print("reference means (PESQ CSIG CBAK COVL SSNR STOI), 25 pairs:",
+          outputs[("reference loop", 25)].strip())
