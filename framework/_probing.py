@@ -62,23 +62,32 @@ def resolve_layers(model: nn.Module, selectors: Sequence[str]) -> list[str]:
 
 
 class LayerHooks:
-    """Forward hooks on named layers calling ``on_output(name, output)`` (the output
-    detached; the first element when a layer returns a tuple). Removed on exit."""
+    """Forward hooks on named layers calling ``on_output(name, output)`` (the first
+    element when a layer returns a tuple). Removed on exit.
+
+    The output handed over is detached and, by default, a **copy**: the model's own
+    tensor may be overwritten right after the hook by an in-place operation (a
+    ``ReLU(inplace=True)``, ``x += residual``), so a callback that keeps the tensor
+    would otherwise find values the layer never output. A callback that reduces the
+    output at once, inside the hook, may pass ``clone=False`` and save the copy (the
+    built-in feature-map probe does).
+    """
 
     def __init__(self, model: nn.Module, layers: Sequence[str],
-                 on_output: Callable[[str, torch.Tensor], None]):
+                 on_output: Callable[[str, torch.Tensor], None], clone: bool = True):
         modules = dict(model.named_modules())
         missing = [name for name in layers if name not in modules]
         if missing:
             raise WavelensError(f"the model has no module named {', '.join(missing)}")
         self.modules = [(name, modules[name]) for name in layers]
         self.on_output = on_output
+        self.clone = clone
         self._handles: list[Any] = []
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            tensor = output[0] if isinstance(output, tuple) else output
-            self.on_output(name, tensor.detach())
+            tensor = (output[0] if isinstance(output, tuple) else output).detach()
+            self.on_output(name, tensor.clone() if self.clone else tensor)
 
         return hook
 

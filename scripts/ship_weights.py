@@ -44,7 +44,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = "pesq,stoi,composite"
-FIGURES = ("pesq", "csig", "cbak", "covl", "segsnr", "stoi")
+FIGURES = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi")
 
 
 def score_pairs(weights: Path, pairs: Path, workdir: Path) -> dict[str, dict[str, float]]:

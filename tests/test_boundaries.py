@@ -78,7 +78,7 @@ def test_the_installed_packages_are_wavelens_alone():
 
 
 # What the core must not know: the papers, their metrics, table layouts and models.
-PAPER_VOCABULARY = ("pesq", "stoi", "csig", "cbak", "covl", "segsnr", "si_sdr", "si-sdr", "table i",
+PAPER_VOCABULARY = ("pesq", "stoi", "csig", "cbak", "covl", "segsnr", "ssnr", "si_sdr", "si-sdr", "table i",
                     "ciwgan", "fiwgan", "wavegan", "csm", "vanet", "voicebank", "timit", "composite",
                     "mgcv", "gamm", "lexical", "begu", "def enhance", "def generate", "enhanced")
 

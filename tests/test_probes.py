@@ -202,3 +202,24 @@ def test_the_probe_any_cnn_example_spec_runs(tmp_path):
     layers = json.loads((directory / "stages" / "probes.0" / "layers.json").read_text())
     assert layers["layers"] == {"conv1": 1024, "conv2": 256}
     assert layers["post_activation"] == {"conv*": "relu"}
+
+
+def test_layer_hooks_hand_over_a_copy_that_a_following_in_place_op_cannot_change():
+    """A conv followed by ReLU(inplace=True): the tensor the conv's hook sees is the one
+    the ReLU overwrites. LayerHooks copies by default, so what a callback keeps is what
+    the conv output (negative values included)."""
+    from wavelens import LayerHooks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 5), nn.ReLU(inplace=True))
+    x = torch.randn(2, 1, 64)
+    expected = model[0](x).detach()
+    kept: list[torch.Tensor] = []
+    with torch.no_grad(), LayerHooks(model, ["0"], lambda name, output: kept.append(output)):
+        model(x)
+    torch.testing.assert_close(kept[0], expected)
+    assert kept[0].min() < 0
+    aliased: list[torch.Tensor] = []
+    with torch.no_grad(), LayerHooks(model, ["0"], lambda name, output: aliased.append(output), clone=False):
+        model(x)
+    assert aliased[0].min() == 0  # the opt-out: the ReLU overwrote the kept tensor in place

@@ -23,7 +23,7 @@ FIELDS = {"name", "spec", "profile", "command", "commit", "steps", "model_stage_
           "parameters", "model_pt_sha256", "model_stage_key", "figures"}
 # The figures are recomputed on the same files with the same code; what may differ is
 # the float arithmetic of another CPU (convolution order), far below these.
-TOLERANCE = {"pesq": 0.02, "csig": 0.02, "cbak": 0.02, "covl": 0.02, "segsnr": 0.05, "stoi": 0.002}
+TOLERANCE = {"pesq": 0.02, "csig": 0.02, "cbak": 0.02, "covl": 0.02, "ssnr": 0.05, "stoi": 0.002}
 
 
 def _ship_module():

@@ -32,9 +32,11 @@ from wavelens import (
     resample,
 )
 
-from .quality import equal_lengths
+from .quality import equal_lengths, is_silent
 
 MIN_SECONDS = 0.25  # PESQ needs at least a quarter second; shorter pairs are refused
+SILENT_NOTE = ("the estimate is silent (all zeros): scored, at the bottom of each scale that has no value "
+               "for it")
 CHUNK = 64  # pairs read and aligned at a time (the signals of a chunk are in memory together)
 
 
@@ -118,8 +120,8 @@ def load_pair(name: str, reference: Path, estimate: Path, rate: int, upsample: b
         return {**row, "status": "error", "reason": reason}, None, None
     if not np.any(ref):
         return {**row, "status": "error", "reason": "the reference is silent (all zeros)"}, None, None
-    if not np.any(est):
-        return {**row, "status": "error", "reason": "the estimate is silent (all zeros)"}, None, None
+    if is_silent(est):  # scored, as the worst case where a measure has no value for silence
+        row["notes"] = "; ".join([*notes, SILENT_NOTE])
     return row, est.astype(np.float64), ref.astype(np.float64)
 
 
@@ -177,4 +179,12 @@ def evaluate_systems(
         for group in wrap(scored(score), total=len(names), description="scoring"):
             for system, row in group:
                 found[system].append(row)
-    return [(rows, notes) for rows, (_, notes) in zip(found, paired, strict=True)]
+    results = []
+    for rows, (_, notes) in zip(found, paired, strict=True):
+        silent = sum(SILENT_NOTE in row["notes"] for row in rows if row["status"] == "ok")
+        if silent:
+            notes = [*notes, f"{silent} estimate(s) are silent (all zeros): scored in every mean, PESQ, "
+                     "CSIG, CBAK and COVL at 1, SSNR at −10 dB and STOI at 0 (the bottom of each scale), "
+                     "SI-SDR as computed (docs/metrics.md, \"Silent estimates\")"]
+        results.append((rows, notes))
+    return results

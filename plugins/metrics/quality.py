@@ -334,6 +334,17 @@ def raw_pesq_from_nb(mos_lqo: float) -> float:
     return (4.6607 - math.log(4.0 / (mos_lqo - 0.999) - 1.0)) / 1.4945
 
 
+# What a silent estimate scores where a measure has no value for silence: the bottom
+# of each scale (PESQ's MOS-LQO and the composite measures' 1 to 5; segSNR's clip).
+WORST = {"pesq": 1.0, "csig": 1.0, "cbak": 1.0, "covl": 1.0, "ssnr": -10.0}
+
+
+def is_silent(signal: np.ndarray) -> bool:
+    """Whether ``signal`` is digital silence: no sample differs from the first (all
+    zeros, or zeros plus the eps the length rule adds)."""
+    return len(signal) == 0 or bool(np.all(signal == signal[0]))
+
+
 def equal_lengths(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two signals of different lengths as the VoiceBank convention scores them
     (``compute_metrics.m``): both cut to the shorter, and eps added to both; signals of
@@ -389,7 +400,7 @@ def composite(
         "pesq": pesq_reported,
         "llr": llr,
         "wss": wss,
-        "segsnr": segsnr,
+        "ssnr": segsnr,  # segmental SNR: one name, ssnr, in files and SSNR in tables
     }
 
 

@@ -10,6 +10,7 @@ forms are in :mod:`wavelens.plugins.metrics.quality`.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # torch only where a model's tensors come in: scoring files n
 # measures' ingredients, with three, in per-file tables but not in comparisons.
 PESQ = MetricColumn("pesq", "PESQ", rank=10)
 COMPOSITE = (PESQ, MetricColumn("csig", "CSIG", rank=20), MetricColumn("cbak", "CBAK", rank=30),
-             MetricColumn("covl", "COVL", rank=40), MetricColumn("segsnr", "SSNR", rank=50),
+             MetricColumn("covl", "COVL", rank=40), MetricColumn("ssnr", "SSNR", rank=50),
              MetricColumn("llr", "LLR", digits=3, rank=900, compare=False, higher_is_better=False),
              MetricColumn("wss", "WSS", digits=3, rank=910, compare=False, higher_is_better=False))
 
@@ -97,6 +98,12 @@ class PairMetric(Metric):
     def score(self, estimate: np.ndarray, reference: np.ndarray) -> float | dict[str, float]:
         raise NotImplementedError
 
+    def silent(self, estimate: np.ndarray, reference: np.ndarray) -> float | dict[str, float]:
+        """The value of an estimate that is digital silence (docs/metrics.md, "Silent
+        estimates"): the measure's own value where its definition gives one (this
+        default); measures that have none override it with their worst value."""
+        return self.score(estimate, reference)
+
     def update(self, preds: Sequence | torch.Tensor, target: Sequence | torch.Tensor) -> None:
         estimates, references = _signals(preds), _signals(target)
         if len(estimates) != len(references):
@@ -106,7 +113,10 @@ class PairMetric(Metric):
         for estimate, reference in zip(estimates, references, strict=True):
             # different lengths: cut, and eps added, as the VoiceBank convention does
             reference, estimate = quality.equal_lengths(reference, estimate)
-            self.values.append(self.score(estimate, reference))
+            if quality.is_silent(estimate):  # a system that output nothing: never left out of a mean
+                self.values.append(self.silent(estimate, reference))
+            else:
+                self.values.append(self.score(estimate, reference))
 
     def compute(self) -> float | dict[str, float]:
         if not self.values:
@@ -142,6 +152,10 @@ class Pesq(PairMetric):
         value = quality.pesq_score(reference, estimate, rate, self.params.mode)
         return {"pesq_nb": value} if self.params.mode == "nb" else value
 
+    def silent(self, estimate, reference):
+        # PESQ has no value for silence (its level alignment divides by zero): the scale's bottom
+        return {"pesq_nb": quality.WORST["pesq"]} if self.params.mode == "nb" else quality.WORST["pesq"]
+
 
 class Stoi(PairMetric):
     def columns(self):
@@ -150,6 +164,10 @@ class Stoi(PairMetric):
     def score(self, estimate, reference):
         return quality.stoi_score(reference, estimate, self.params.sample_rate, extended=self.params.extended,
                                   cache=self._clean)
+
+    def silent(self, estimate, reference):
+        # silence correlates with nothing: 0, also where the length rule's eps made it a constant
+        return 0.0
 
 
 class Composite(PairMetric):
@@ -162,6 +180,15 @@ class Composite(PairMetric):
     def score(self, estimate, reference):
         rate, (estimate, reference) = _pesq_rate(self.params, [estimate, reference])
         values = quality.composite(reference, estimate, rate, self.params.convention, cache=self._clean)
+        if self.params.convention == "loizou":
+            values["pesq_nb"] = values.pop("pesq")
+        return values
+
+    def silent(self, estimate, reference):
+        # no PESQ and no LPC model of silence: the bottom of each scale; LLR and WSS, the
+        # ingredients, have none (missing, and counted as such)
+        values = {key: quality.WORST[key] for key in ("csig", "cbak", "covl", "pesq", "ssnr")}
+        values.update(llr=math.nan, wss=math.nan)
         if self.params.convention == "loizou":
             values["pesq_nb"] = values.pop("pesq")
         return values

@@ -115,7 +115,9 @@ class FeatureMapRecorder:
             for name in matched:
                 self.activations[name] = parse_activation(activation)
         self.series: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
-        self._hooks = LayerHooks(model, self.layers, self._record)
+        # the reduction happens inside the hook, before any in-place op can touch the
+        # output, so the hooks need not copy it
+        self._hooks = LayerHooks(model, self.layers, self._record, clone=False)
 
     def _record(self, name: str, output: torch.Tensor) -> None:
         activation = self.activations.get(name)
