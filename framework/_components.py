@@ -240,6 +240,14 @@ class Probe(ABC):
     def run(self, ctx: StageContext) -> None:
         """Measure ``ctx.network()`` on ``ctx.dataset()`` and write to ``ctx.workdir``."""
 
+    def check_network(self, network: torch.nn.Module) -> list[tuple[str, str]]:
+        """Problems with this probe's params that the model's network shows without
+        any data (a layer name it does not have): ``(param path, message)`` pairs, the
+        path inside the probe's params (``layers``, ``layout.conv*``). ``wavelens
+        validate`` builds the network and reports them, with the spec's line.
+        Default: none."""
+        return []
+
 
 class Statistic(ABC):
     """A statistic component: fits a model to the probes' measurements."""

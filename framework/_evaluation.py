@@ -10,6 +10,7 @@ its values or an error entry with the reason: a bad item never stops the scoring
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import multiprocessing
@@ -61,8 +62,14 @@ def _arrays() -> tuple[type, ...]:
 
 def _init_worker(metrics: Mapping[str, Metric]) -> None:
     global _WORKER_METRICS
+    from threadpoolctl import threadpool_limits
+
+    # One thread per worker: set in the environment before numpy loads (the
+    # forkserver), and here for libraries already loaded (a forked worker inherits
+    # this process's BLAS pool size).
+    threadpool_limits(1)
     torch = sys.modules.get("torch")
-    if torch is not None:  # the metrics' modules use torch: one thread per worker
+    if torch is not None:  # the metrics' modules use torch
         torch.set_num_threads(1)
     _WORKER_METRICS = metrics
 
@@ -272,30 +279,57 @@ def item_scorer(metrics: Mapping[str, Metric], workers: int = 1) -> contextlib.A
     A job is a ``(preds, target)`` item, or a list of them: a group, scored in one
     worker one after another, with a list of results. Give several predictions of one
     target (systems compared on the same references) as a group, and a metric that
-    keeps what it computed of the last target reuses it."""
+    keeps what it computed of the last target reuses it.
+
+    ``jobs`` may be any iterable, also a generator that reads its items as they are
+    asked for: at most ``4 × workers`` jobs are in flight, so memory stays flat
+    however many items there are."""
 
     @contextlib.contextmanager
-    def scorer() -> Iterator[Callable[[list[Any]], Iterable]]:
+    def scorer() -> Iterator[Callable[[Iterable[Any]], Iterable]]:
         if workers <= 1:
             yield lambda jobs: (_score(metrics, job) for job in jobs)
             return
         with _pool(metrics, workers) as pool:
-            yield lambda jobs: pool.map(_score_job, jobs)
+            yield lambda jobs: _in_flight(pool, jobs, 4 * workers)
 
     return scorer()
 
 
+def _in_flight(pool: ProcessPoolExecutor, jobs: Iterable[Any], window: int) -> Iterator[Any]:
+    """Results of ``jobs`` in order, with at most ``window`` submitted and not yet
+    taken."""
+    pending: collections.deque = collections.deque()
+    for job in jobs:
+        pending.append(pool.submit(_score_job, job))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _pool(metrics: Mapping[str, Metric], workers: int) -> ProcessPoolExecutor:
-    # forkserver, not fork: a forked copy of a process that has run torch's OpenMP
-    # pool can hang. Preloading the metrics' modules into the server makes each
-    # worker a fork of an already-imported process instead of a fresh import of torch.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        sorted({__name__, *(type(m).__module__ for m in metrics.values())})
-    )
-    _start_forkserver_single_threaded()
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+    if "torch" in sys.modules:
+        # forkserver, not fork: a forked copy of a process that has run torch's OpenMP
+        # pool can hang. Preloading the metrics' modules into the server makes each
+        # worker a fork of an already-imported process instead of a fresh import of torch.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(
+            sorted({__name__, *(type(m).__module__ for m in metrics.values())})
+        )
+        _start_forkserver_single_threaded()
+    else:
+        # No torch here (scoring files with numpy metrics): a plain fork, which starts
+        # each worker at once with everything this process imported. The workers are
+        # started below, before any progress display starts a thread.
+        context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                initargs=(dict(metrics),))
+    # Start the workers now, not at the first job: they come up while this process
+    # reads and aligns the first items.
+    for _ in range(workers):
+        pool.submit(int)
+    return pool
 
 
 def _start_forkserver_single_threaded() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._components import Probe
 from ._contributions import Kind
 from ._device import DEVICE_PATTERN
 from ._errors import PluginError, SpecError, SpecIssue, StageError
@@ -268,6 +269,34 @@ class ResolvedSpec:
         """A hash of the resolved spec; equal specs give equal digests."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def network_issues(resolved: ResolvedSpec, line_of: Callable[[tuple[str, ...]], int | None]
+                   ) -> tuple[list[SpecIssue], str | None]:
+    """What the components that can check themselves against the model's network
+    (``check_network``) find, as spec issues at their params' lines; and why the
+    check could not run, when the network could not be built (None when it ran or
+    there is nothing to check)."""
+    model = resolved.component("model")
+    checking = []
+    for path, component in resolved.components.items():
+        if path != "model" and component.plugin.kind == "probe":
+            built = component.build()
+            if type(built).check_network is not Probe.check_network:
+                checking.append((path, built))
+    if model is None or not checking:
+        return [], None
+    try:
+        network = model.build().network()
+    except Exception as exc:  # noqa: BLE001 - the check is extra: say why it did not run
+        return [], f"the model's network could not be built to check the probes' layers: " \
+                   f"{type(exc).__name__}: {exc}"
+    issues = []
+    for path, probe in checking:
+        for param, message in probe.check_network(network):
+            where = (*path.split("."), "params", *param.split("."))
+            issues.append(SpecIssue(".".join(where), message, line_of(where)))
+    return issues, None
 
 
 def _format_loc(loc: Iterable[Any]) -> tuple[str, ...]:

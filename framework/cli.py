@@ -156,7 +156,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     variant under each. Every problem found is reported, naming its profile and
     variant."""
     from ._errors import SpecError, SpecIssue
-    from ._spec import load_spec
+    from ._spec import load_spec, network_issues
     from ._specfile import read_spec_file
 
     resolved = _load(args)
@@ -176,8 +176,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 chosen = (("profile", profile), ("variant", variant))
                 context = " ".join(f"--{flag} {name}" for flag, name in chosen if name is not None)
                 issues += [SpecIssue(i.path, f"{i.message} (with {context})", i.line) for i in exc.issues]
+    checked, skipped = network_issues(resolved, read_spec_file(Path(args.spec)).line_of)
+    issues += checked
     if issues:
         raise SpecError(args.spec, issues)
+    if skipped:
+        console.print(f"[yellow]note:[/] {escape(skipped)}", soft_wrap=True, highlight=False)
     extra = f"; variants {', '.join(variants)} valid" if variants else ""
     if len(profiles) > 1:
         extra += f"; profiles {', '.join(p for p in profiles if p)} valid"

@@ -370,6 +370,7 @@ def test_the_evaluate_command_writes_per_file_scores_and_a_grouped_summary(tmp_p
             str(tmp_path / "meta.csv"),
             "--workers",
             "1",
+            "--plot",
             "--out",
             str(tmp_path / "scores"),
         ]
@@ -389,6 +390,7 @@ def test_the_evaluate_command_writes_per_file_scores_and_a_grouped_summary(tmp_p
     half = 4.302653 * np.std(values, ddof=1) / np.sqrt(3)  # Student's t, 2 degrees of freedom
     assert sdr["ci95"] == pytest.approx([np.mean(values) - half, np.mean(values) + half], rel=1e-5)
     assert record["setup"]["pesq_mode"] == "wb"
+    assert (tmp_path / "scores" / "scores.png").stat().st_size > 0 and "scores.png" in summary
     assert record["setup"]["stoi"] == "STOI (wavelens, pystoi's computation)"
     assert record["setup"]["packages"]["pystoi"] and "95 % CI" in summary and "packages" in summary
 
@@ -608,6 +610,7 @@ def test_several_systems_are_scored_and_compared_with_the_first_file_by_file(tmp
     assert paired["t_test_p"] == pytest.approx(stats.ttest_rel(per_file["b"], per_file["a"]).pvalue)
     assert [m["system"] for m in record["means"]] == ["a", "b"]
     assert "paired t p" in (out / "comparison.md").read_text()
+    assert (out / "comparison.png").stat().st_size > 0 and not (out / "a" / "scores.png").exists()
 
 
 def test_several_systems_in_one_pass_equal_each_scored_alone_and_share_the_reference(tmp_path, monkeypatch):
@@ -669,3 +672,54 @@ def test_the_six_values_equal_the_cmgan_port_on_the_real_pairs():
         for key in ("pesq", "csig", "cbak", "covl", "ssnr"):
             assert measured[key] == pytest.approx(expected[key], rel=1e-10, abs=1e-10), (path.name, key)
         assert stoi_score(clean, noisy, rate) == pytest.approx(expected["stoi"], abs=5e-3), path.name
+
+
+def test_t_quantiles_equal_scipys():
+    from scipy import stats
+
+    from wavelens.plugins.metrics.student_t import t_cdf, t_quantile
+
+    for df in [*range(1, 60), 99, 250, 823, 5000, 10_000]:
+        for p in (0.6, 0.9, 0.975, 0.995, 0.025):
+            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-10, abs=1e-12), (p, df)
+        assert t_cdf(1.5, df) == pytest.approx(stats.t.cdf(1.5, df), rel=1e-10)
+    with pytest.raises(ValueError):
+        t_quantile(1.0, 3)
+
+
+def test_without_torch_workers_are_forked_at_once_and_run_one_blas_thread():
+    """Scoring files imports no torch, so the workers are plain forks of this process
+    (no forkserver to start); the BLAS pool this process loaded with several threads
+    is cut to one in each of them."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import REPO
+
+    code = textwrap.dedent("""
+        import json, os, sys
+        os.environ["OPENBLAS_NUM_THREADS"] = "2"
+        import numpy as np
+        from threadpoolctl import threadpool_info
+        from wavelens import Metric, item_scorer
+
+        class Pools(Metric):
+            def update(self, preds, target):
+                pass
+            def compute(self):
+                np.dot(np.ones((64, 64)), np.ones((64, 64)))
+                threads = max([p["num_threads"] for p in threadpool_info()], default=1)
+                return {"threads": float(threads), "parent": float(os.getppid())}
+
+        here = max([p["num_threads"] for p in threadpool_info()], default=1)
+        with item_scorer({"pools": Pools()}, workers=2) as score:
+            rows = [row for row, _ in score([(0, 0)] * 4)]
+        print(json.dumps({"here": here, "torch": "torch" in sys.modules, "pid": os.getpid(),
+                          "rows": [[r["pools_threads"], r["pools_parent"]] for r in rows]}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not found["torch"] and found["here"] >= 1
+    assert {threads for threads, _ in found["rows"]} == {1.0}
+    assert {parent for _, parent in found["rows"]} == {float(found["pid"])}  # forked by this process

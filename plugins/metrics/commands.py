@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "PESQ); refused by default: its upper band is empty")
     parser.add_argument("--workers", type=int_between(1, 1024), default=None,
                         help="worker processes (default: the cores this process may use)")
+    parser.add_argument("--plot", action="store_true",
+                        help="also draw scores.png, each metric's per-file values (several systems: "
+                             "comparison.png is always drawn)")
     parser.add_argument("--by", default=None, help="group the summary by this column of --meta (Table II)")
     parser.add_argument("--meta", type=Path, default=None, help="CSV/TSV with a 'file' column and --by")
     parser.add_argument("--out", type=Path, default=None,

@@ -21,6 +21,7 @@ from wavelens import (
     metric_columns,
     presentation,
     progress,
+    save_figure,
     summarize,
     summary_markdown,
     write_csv,
@@ -29,6 +30,7 @@ from wavelens import (
 )
 
 from .folders import evaluate_systems
+from .student_t import t_quantile
 
 
 def evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
@@ -100,6 +102,9 @@ def write_system(args: argparse.Namespace, metrics: dict, columns: list[dict], m
             spread_markdown(spreads, shown), "",
             "Setup: " + "; ".join(f"{k} {v}" for k, v in conventions.items() if not isinstance(v, dict))
             + "; packages " + ", ".join(f"{k} {v}" for k, v in conventions["packages"].items()) + "."]
+    if args.plot:
+        plot_files({out.name: rows}, shown, out / "scores.png")
+        text += ["", "Per-file values of each metric: scores.png."]
     text += [f"- {note}" for note in notes]
     text += [f"- note: {r['file']}: {r['notes']}" for r in noted[:10]]
     if len(noted) > 10:
@@ -151,7 +156,7 @@ def compare_systems(results: dict[str, list[dict]], columns: list[dict], out: Pa
             theirs = np.array([by_file[base][f][key] for f in common])
             difference = ours - theirs
             mean, sd = float(difference.mean()), float(difference.std(ddof=1))
-            half = float(stats.t.ppf(0.975, len(common) - 1) * sd / math.sqrt(len(common)))
+            half = t_quantile(0.975, len(common) - 1) * sd / math.sqrt(len(common))
             t_p = float(stats.ttest_rel(ours, theirs).pvalue) if sd > 0 else math.nan
             w_p = float(stats.wilcoxon(difference).pvalue) if np.any(difference) else math.nan
             paired.append({"system": name, "against": base, "metric": key, "files": len(common),
@@ -166,9 +171,48 @@ def compare_systems(results: dict[str, list[dict]], columns: list[dict], out: Pa
         markdown_table(["system", "metric", "files", "mean difference", "95 % CI", "paired t p",
                         "Wilcoxon p"], lines) if lines else "(fewer than two files in common)",
     ])
+    plot_files(results, shown, out / "comparison.png")
+    text += "\n\nPer-file values of each metric, per system: comparison.png."
     write_json(out / "comparison.json", {"means": means, "paired": paired, "baseline": base}, sort_keys=False)
     write_text(out / "comparison.md", text + "\n")
     return text
+
+
+def plot_files(results: dict[str, list[dict]], columns: list[dict], path: Path) -> Path:
+    """One panel per metric: each system's per-file values as a box (median,
+    quartiles, 1.5 IQR whiskers) with every file as a point, and the mean as a
+    diamond; with several systems, a grey line joins each file's values, so paired
+    differences can be seen. Values that could not be computed are left out of their
+    panel, and the panel's title says how many."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(1, len(columns), figsize=(2.1 * len(columns) + 1, 3.2), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, column in zip(axes[0], columns, strict=True):
+        key = column["key"]
+        by_system = [{r["file"]: r[key] for r in results[name] if r.get("status") == "ok"
+                      and isinstance(r.get(key), float) and math.isfinite(r[key])} for name in names]
+        if len(names) > 1:
+            for file in set.intersection(*(set(values) for values in by_system)):
+                ax.plot(range(1, len(names) + 1), [values[file] for values in by_system], color="0.85",
+                        linewidth=0.5, zorder=1)
+        data = [list(values.values()) for values in by_system]
+        ax.boxplot(data, widths=0.5, showfliers=False, zorder=2)
+        for index, values in enumerate(data, start=1):
+            ax.scatter(index + rng.uniform(-0.12, 0.12, len(values)), values, s=6, alpha=0.6, zorder=3)
+            if values:
+                ax.scatter([index], [np.mean(values)], marker="D", color="black", s=18, zorder=4)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30 if len(names) > 2 else 0, fontsize=8)
+        scored = sum(1 for r in results[names[0]] if r.get("status") == "ok")
+        missing = scored - len(data[0])
+        ax.set_title(column["label"] + (f" ({missing} missing)" if missing else ""), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    return path
 
 
 def _p(value: float) -> str:
@@ -180,8 +224,6 @@ def _p(value: float) -> str:
 def spread(rows: list[dict], keys: list[str]) -> dict[str, dict]:
     """Per metric over the scored files that have it: n, mean, standard deviation and
     the 95 % confidence interval of the mean (Student's t)."""
-    from scipy import stats
-
     result = {}
     for key in keys:
         values = np.array([r[key] for r in rows if r.get("status") == "ok" and isinstance(r.get(key), float)
@@ -191,7 +233,7 @@ def spread(rows: list[dict], keys: list[str]) -> dict[str, dict]:
             continue
         mean = float(values.mean())
         sd = float(values.std(ddof=1)) if n > 1 else math.nan
-        half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
+        half = t_quantile(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else math.nan
         result[key] = {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half]}
     return result
 

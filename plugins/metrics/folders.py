@@ -13,8 +13,9 @@ the reference.
 
 from __future__ import annotations
 
+import collections
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ from .quality import equal_lengths, is_silent
 MIN_SECONDS = 0.25  # PESQ needs at least a quarter second; shorter pairs are refused
 SILENT_NOTE = ("the estimate is silent (all zeros): scored, at the bottom of each scale that has no value "
                "for it")
-CHUNK = 64  # pairs read and aligned at a time (the signals of a chunk are in memory together)
 
 
 def pair_files(reference: Path, estimate: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
@@ -164,15 +164,19 @@ def evaluate_systems(
     wrap = progress or (lambda items, **_: items)
 
     def scored(score) -> Iterable[list[tuple[int, dict[str, Any]]]]:
-        for start in range(0, len(names), CHUNK):
-            loaded = [[(system, load_pair(name, ref, est, rate, upsample))
-                       for system, ref, est in by_reference[name]] for name in names[start:start + CHUNK]]
-            groups = [[(est, ref) for _, (_, est, ref) in group if est is not None] for group in loaded]
-            results = iter(score([group for group in groups if group]))
-            for group, jobs in zip(loaded, groups, strict=True):
-                values = iter(next(results) if jobs else [])
-                yield [(system, row if est is None else {**row, **next(values)[0]})
-                       for system, (row, est, _) in group]
+        loaded: collections.deque = collections.deque()  # read, not yet scored: a few per worker
+
+        def jobs() -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+            for name in names:  # read as the scorer asks for them, so memory stays flat
+                group = [(system, load_pair(name, ref, est, rate, upsample))
+                         for system, ref, est in by_reference[name]]
+                loaded.append(group)
+                yield [(est, ref) for _, (_, est, ref) in group if est is not None]
+
+        for results in score(jobs()):
+            values = iter(results)
+            yield [(system, row if est is None else {**row, **next(values)[0]})
+                   for system, (row, est, _) in loaded.popleft()]
 
     found: list[list[dict[str, Any]]] = [[] for _ in estimates]
     with item_scorer(dict(metrics), workers) as score:

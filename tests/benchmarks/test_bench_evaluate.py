@@ -11,8 +11,9 @@ side-by-side benchmark is skipped.
 Both sides score the same six metrics on the 25 real pairs of ``../shared/data`` and on
 500 pairs (the 25 repeated under other names), interleaved round by round on the same
 machine, so that the ratio of the medians holds whatever else the machine runs. Peak
-memory is the largest resident set of any one process of each side's tree (the
-``wait4`` figure: for wavelens, its main process or one worker).
+memory is the largest resident set of any one process of each side's tree, as GNU
+``time`` reports it (started from ``time``, not from this test's process, whose own
+resident set a child would inherit in the figure).
 
 Run on demand: ``pytest tests/benchmarks/test_bench_evaluate.py -s``. Goal: wavelens ≥ 4×
 faster on 2 cores, with memory flat from 25 to 500 pairs.
@@ -34,6 +35,7 @@ from conftest import REPO, SHARED_DATA
 
 VOICEBANK = SHARED_DATA / "voicebank_demand"
 REFERENCE_SCRIPT = os.environ.get("WAVELENS_CMGAN_METRICS", "")
+TIME = "/usr/bin/time"  # GNU time, for the peak resident set
 ROUNDS = int(os.environ.get("WAVELENS_BENCH_ROUNDS", "3"))
 GOAL = 4.0
 
@@ -42,6 +44,7 @@ pytestmark = [
                        reason=f"the shared VoiceBank+DEMAND pairs are not at {VOICEBANK}"),
     pytest.mark.skipif(not Path(REFERENCE_SCRIPT).is_file(),
                        reason="set $WAVELENS_CMGAN_METRICS to CMGAN's src/tools/compute_metrics.py"),
+    pytest.mark.skipif(not Path(TIME).is_file(), reason=f"GNU time is not at {TIME} (apt-get install time)"),
 ]
 
 # The reference loop: read each pair with soundfile (floats, as CMGAN's evaluation
@@ -76,17 +79,15 @@ def _folders(root: Path, copies: int) -> tuple[Path, Path]:
     return clean, noisy
 
 
-def _timed(command: list[str]) -> tuple[float, float, str]:
+def _timed(command: list[str], scratch: Path) -> tuple[float, float, str]:
     """Wall seconds, peak resident MB (the tree's largest process) and stdout."""
+    peak_file = scratch / "peak.txt"
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                               text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run([TIME, "-f", "%M", "-o", str(peak_file), *command], capture_output=True, text=True,
+                          cwd=REPO)
     seconds = time.perf_counter() - start
-    out = process.stdout.read()
-    err = process.stderr.read()
-    assert os.waitstatus_to_exitcode(status) == 0, err[-2000:]
-    return seconds, usage.ru_maxrss / 1024, out
+    assert done.returncode == 0, done.stderr[-2000:]
+    return seconds, int(peak_file.read_text().split()[-1]) / 1024, done.stdout
 
 
 def test_bench_evaluate_against_the_reference_loop(tmp_path):
@@ -103,7 +104,7 @@ def test_bench_evaluate_against_the_reference_loop(tmp_path):
             }
             order = list(commands) if round_ % 2 == 0 else list(commands)[::-1]
             for side in order:
-                seconds, peak, out = _timed(commands[side])
+                seconds, peak, out = _timed(commands[side], tmp_path)
                 results.setdefault((side, n), []).append((seconds, peak))
                 outputs[(side, n)] = out
     lines = ["", f"{'side':<18} {'pairs':>5} {'median s':>9} {'per pair ms':>11} {'peak MB':>8}"]
