@@ -194,3 +194,36 @@ def test_the_maps_option_writes_a_band_table_and_a_figure(tmp_path, write_spec):
     assert set(maps["band"]) == set(range(32)) and maps["layer"].str.startswith("conv#f").all()
     assert len(maps) == 3 * 32 * maps.groupby("token")["sample"].max().iloc[0]
     assert any(p.name.endswith("_maps.png") for p in (stage / "figures").glob("*.png"))
+
+
+def test_fixed_lengths_refuse_items_of_different_lengths(tmp_path):
+    from wavelens.plugins.probes.averager import FeatureMapAverage, FeatureMapParams
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return {"audio": torch.randn(1, 400 + 100 * index), "name": f"u{index}"}
+
+    class Context:
+        workdir = tmp_path
+        placement = type("P", (), {"device": torch.device("cpu"), "autocast": staticmethod(
+            lambda: torch.autocast("cpu", enabled=False))})()
+        log = __import__("logging").getLogger("test")
+
+        @staticmethod
+        def network():
+            return nn.Sequential(nn.Conv1d(1, 2, 5, stride=2)).eval()
+
+        @staticmethod
+        def dataset():
+            return {"test": Items()}
+
+        @staticmethod
+        def progress(items, **_):
+            return items
+
+    probe = FeatureMapAverage(FeatureMapParams(layers=["0"], lengths="fixed", figures_per_word=0))
+    with pytest.raises(StageError, match="differ in length .* lengths is fixed"):
+        probe.run(Context())

@@ -174,6 +174,10 @@ class FeatureMapAverage(Probe):
             for batch in ctx.progress(loader, total=len(loader), description="probing"):
                 audio = batch["audio"]
                 samples = batch["_samples"]
+                if not variable and len({*samples, first.shape[-1]}) > 1:
+                    raise StageError(f"the items differ in length ({min(samples)} to {max(samples)} samples "
+                                     "in one batch) but lengths is fixed: padding would enter the table; "
+                                     "use lengths: auto (or variable) to give each item at its own length")
                 if variable:  # NaN past each item's end: what depends on it is not the item's
                     audio = torch.cat([audio, audio.new_zeros(*audio.shape[:-1], tail)], dim=-1)
                     for row, n in enumerate(samples):
