@@ -439,3 +439,24 @@ def test_validate_refuses_a_misspelt_backend_with_the_line_and_a_suggestion(tmp_
     err = " ".join(capsys.readouterr().err.split())
     assert str(spec) in err and "statistics.0.params.backend" in err and "line 10" in err
     assert "no GAMM backend 'mgvc'; did you mean 'mgcv'?" in err
+
+
+def test_the_statsmodels_smooths_are_free_at_the_first_sample():
+    """A word whose curve starts high and falls: without the spline basis's first
+    function (statsmodels' default include_intercept=False) every smooth is pinned at
+    the first sample, and the fitted curve there misses by about the start's height."""
+    backend = StatsmodelsBackend()
+    _skip_unless(backend)
+    rng = np.random.default_rng(3)
+    sample = np.arange(1, 17)
+    truth = {"ask": np.zeros(16), "wash": 1.5 * np.exp(-(sample - 1) / 2.0)}
+    rows = [{"token": f"{word}{t}", "word": word, "sample": s, "value": v + rng.normal(0, 0.05)}
+            for word, curve in truth.items() for t in range(20) for s, v in zip(sample, curve, strict=True)]
+    params = GammParams(backend="statsmodels", **{**SETTINGS, "rho": 0}, k=8)
+    prepared = prepare(pd.DataFrame(rows), params)
+    curves = backend.fit(prepared, params, 0, False, LOG).curves
+    for word, curve in truth.items():
+        fitted = curves[curves["level"] == word]
+        at = np.interp(sample, fitted["time"].to_numpy(), fitted["fit"].to_numpy())
+        assert abs(at[0] - curve[0]) < 0.1, word
+        assert np.sqrt(np.mean((at - curve) ** 2)) < 0.05, word

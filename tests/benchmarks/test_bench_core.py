@@ -31,11 +31,16 @@ PROCESSES = {
 GOAL_SECONDS = 1.0  # wavelens' own time (above the bare interpreter) for --help and discovery
 
 
-def test_bench_processes_side_by_side():
+def test_bench_processes_side_by_side(benchmark):
     """The four processes interleaved, round by round, so that load on the machine
     falls on all alike: medians, and each one's time above the bare interpreter.
     ``plugins --json`` imports every built-in (it lists their parameters); the others
-    must stay well under a second of wavelens' own time."""
+    must stay well under a second of wavelens' own time. (Run once under
+    pytest-benchmark: the default test run skips it.)"""
+    benchmark.pedantic(_processes_side_by_side, args=(benchmark.extra_info,), rounds=1, iterations=1)
+
+
+def _processes_side_by_side(info: dict) -> None:
     import statistics
     import subprocess
     import sys
@@ -52,6 +57,7 @@ def test_bench_processes_side_by_side():
     print(f"\n{'process':<26} {'median s':>9} {'own s':>7}   ({rounds} interleaved rounds)")
     for name, found in times.items():
         median = statistics.median(found)
+        info[name] = {"median_s": median, "own_s": median - floor}
         print(f"{name:<26} {median:>9.3f} {median - floor:>7.3f}")
     for name in ("wavelens --help", "discovery"):
         assert statistics.median(times[name]) - floor < GOAL_SECONDS, name

@@ -15,7 +15,7 @@ CPU: the peak resident set above the resident set before the pass, the kernel's
 high-water mark reset first; allocated memory on CUDA), as a ratio to the plain pass. The goals: the probe
 at most 1.05× the plain pass's time and 1.2× its memory.
 
-Run with ``make bench`` or ``pytest tests/benchmarks/test_bench_probes.py -s``.
+Run with ``make bench`` or ``pytest tests/benchmarks/test_bench_probes.py --benchmark-only -s``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,14 @@ def _peak_memory(network: str, variant: str, device: str) -> float:
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-def _side_by_side(network: str, device: str) -> None:
+def _side_by_side(network: str, device: str, benchmark) -> None:
+    """The measurement, run once under pytest-benchmark (so that the default test run
+    skips it and ``--benchmark-only`` selects it); the figures go to the output and to
+    ``extra_info``."""
+    benchmark.pedantic(_measure, args=(network, device, benchmark.extra_info), rounds=1, iterations=1)
+
+
+def _measure(network: str, device: str, info: dict) -> None:
     model, data = _build(network, device)
     for variant in VARIANTS.values():
         variant(network, model, data)  # warm-up
@@ -150,6 +157,8 @@ def _side_by_side(network: str, device: str) -> None:
     print(f"{'variant':<18} {'median s':>9} {'× time':>7} {'peak MB':>9} {'× memory':>9}")
     for name in VARIANTS:
         median = statistics.median(times[name])
+        info[name] = {"median_s": median, "time_ratio": median / base_time,
+                      "peak_bytes": memory[name], "memory_ratio": memory[name] / base_memory}
         print(f"{name:<18} {median:>9.3f} {median / base_time:>7.3f} {memory[name] / 2**20:>9.1f} "
               f"{memory[name] / base_memory:>9.2f}")
     print(f"goals for the probe: ≤ {GOAL_TIME}× time, ≤ {GOAL_MEMORY}× memory")
@@ -161,13 +170,13 @@ def _needs(network: str) -> None:
 
 
 @pytest.mark.parametrize("network", list(NETWORKS))
-def test_bench_probe_side_by_side_cpu(network):
+def test_bench_probe_side_by_side_cpu(network, benchmark):
     _needs(network)
-    _side_by_side(network, "cpu")
+    _side_by_side(network, "cpu", benchmark)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("network", list(NETWORKS))
-def test_bench_probe_side_by_side_cuda(network):
+def test_bench_probe_side_by_side_cuda(network, benchmark):
     _needs(network)
-    _side_by_side(network, "cuda")
+    _side_by_side(network, "cuda", benchmark)

@@ -174,7 +174,10 @@ class StatsmodelsBackend(GammBackend):
 
         data = _with_indicators(prepared.data, prepared)
         time_values = data["time"].to_numpy()
-        base = UnivariateBSplines(time_values, df=params.k, degree=3, constraints="center", variable_name="t")
+        # include_intercept: without it the first B-spline is dropped and every smooth is
+        # pinned at the first sample (a curve that starts high or low cannot be fitted)
+        base = UnivariateBSplines(time_values, df=params.k, degree=3, include_intercept=True,
+                                  constraints="center", variable_name="t")
         terms = _fixed_terms(prepared, params)
 
         def indicator(level: str | None, frame: pd.DataFrame) -> np.ndarray:
