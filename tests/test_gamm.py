@@ -460,3 +460,25 @@ def test_the_statsmodels_smooths_are_free_at_the_first_sample():
         at = np.interp(sample, fitted["time"].to_numpy(), fitted["fit"].to_numpy())
         assert abs(at[0] - curve[0]) < 0.1, word
         assert np.sqrt(np.mean((at - curve) ** 2)) < 0.05, word
+
+
+def test_the_table_spec_fits_a_plain_mgcv_style_csv_without_workarounds(tmp_path, capsys):
+    """Value, Sample, Word and UniqueWord, no layer column: what people keep for mgcv.
+    specs/gamm_table.yaml (which names a probe layer) fits it whole, with notes."""
+    _skip_unless(MssmBackend())
+    from wavelens.cli import main
+
+    from conftest import REPO
+
+    table, _ = simulate(30, seed=5, words=["ask", "wash"])
+    plain = table.rename(columns={"value": "Value", "sample": "Sample", "word": "Word", "token": "UniqueWord"})
+    path = tmp_path / "values.csv"
+    plain.to_csv(path, index=False)
+    code = main(["stats", "fit", str(path), "--spec", str(REPO / "specs" / "gamm_table.yaml"),
+                 "--set", "statistics.0.params.backend=mssm", "--set", "statistics.0.params.k=6"])
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "values-stats" / "statistics.0"
+    result = json.loads((out / "result.json").read_text())
+    assert result["meta"]["levels"] == ["ask", "wash"] and result["meta"]["n_tokens"] == 30
+    report = (out / "report.md").read_text()
+    assert "'UniqueWord' is taken as 'token'" in report and "fitted whole" in report

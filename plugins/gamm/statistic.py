@@ -63,17 +63,21 @@ class Gamm(Statistic):
         self.fit_table(found[0], ctx)
 
     def fit_table(self, table: Path, ctx: StageContext) -> None:
-        frame = read_table(Path(table))
+        frame, notes = _named_columns(read_table(Path(table)), self.params)
         params = self.params
         if params.layer_column in frame.columns:
             layers = params.layers or list(dict.fromkeys(frame[params.layer_column].astype(str)))
             unknown = sorted(set(layers) - set(frame[params.layer_column].astype(str)))
             if unknown:
                 raise StageError(f"layers {unknown} are not in the table's {params.layer_column} column")
-        elif params.layers:
-            raise StageError(f"layers were given, but the table has no {params.layer_column!r} column")
-        else:
+        else:  # one model's table, as R users keep them: the whole table is one fit
+            if params.layers:
+                notes.append(f"the table has no {params.layer_column!r} column, so it is fitted whole; "
+                             f"the spec's layers ({', '.join(params.layers)}) choose among a probe "
+                             "table's layers")
             layers = [None]
+        for note in notes:
+            ctx.log.info("gamm: %s", note)
         backend = backend_named(params.backend)
         missing = backend.available()
         if missing:
@@ -120,6 +124,8 @@ class Gamm(Statistic):
             sections.append(self._section(result, layer, prefix, figures))
         if len(results) > 1:
             sections.insert(1, self._across_layers(results, ctx.workdir))
+        if notes:
+            sections.insert(1, "\n".join(f"- **note:** {note}" for note in notes))
         write_json(ctx.workdir / "summary.json", summary, sort_keys=False)
         ctx.write_report("\n\n".join(sections))
 
@@ -221,6 +227,28 @@ def _caption(figure: str, meta: dict[str, Any]) -> str:
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
+
+
+# The columns of the GAMM tables people keep for mgcv (Beguš's R scripts: Value,
+# Sample, Word, UniqueWord), found when the spec's names are absent.
+TOKEN_ALIASES = ("uniqueword", "unique_word", "item")
+
+
+def _named_columns(frame: pd.DataFrame, params: GammParams) -> tuple[pd.DataFrame, list[str]]:
+    """``frame`` with the spec's response, factor, time and token columns found under
+    another capitalisation (``Value`` for ``value``), or the token under an mgcv-style
+    name (``UniqueWord``); and a note for each column so taken."""
+    notes, renames = [], {}
+    by_lower = {str(column).lower(): column for column in frame.columns}
+    for wanted in (params.response, params.factor, params.time, params.token):
+        if wanted in frame.columns:
+            continue
+        candidates = [wanted.lower()] + (list(TOKEN_ALIASES) if wanted == params.token else [])
+        found = next((by_lower[c] for c in candidates if c in by_lower and by_lower[c] not in renames), None)
+        if found is not None:
+            renames[found] = wanted
+            notes.append(f"the column {found!r} is taken as {wanted!r}")
+    return frame.rename(columns=renames), notes
 
 @hookimpl
 def wavelens_statistics():
