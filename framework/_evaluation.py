@@ -288,7 +288,12 @@ def item_scorer(metrics: Mapping[str, Metric], workers: int = 1) -> contextlib.A
     @contextlib.contextmanager
     def scorer() -> Iterator[Callable[[Iterable[Any]], Iterable]]:
         if workers <= 1:
-            yield lambda jobs: (_score(metrics, job) for job in jobs)
+            from threadpoolctl import threadpool_limits
+
+            # one thread here too: these are small arrays, where a BLAS pool of several
+            # threads only adds its hand-offs (measured: twice the time per file)
+            with threadpool_limits(1):
+                yield lambda jobs: (_score(metrics, job) for job in jobs)
             return
         with _pool(metrics, workers) as pool:
             yield lambda jobs: _in_flight(pool, jobs, 4 * workers)

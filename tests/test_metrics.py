@@ -723,3 +723,19 @@ def test_without_torch_workers_are_forked_at_once_and_run_one_blas_thread():
     assert not found["torch"] and found["here"] >= 1
     assert {threads for threads, _ in found["rows"]} == {1.0}
     assert {parent for _, parent in found["rows"]} == {float(found["pid"])}  # forked by this process
+
+
+def test_scoring_in_this_process_also_runs_one_blas_thread():
+    """With one worker the items are scored here: the BLAS pool is cut to one thread
+    while they are (small arrays: a pool of several threads doubled the time per file)
+    and restored after."""
+    from thread_counting import ThreadCounting
+    from threadpoolctl import threadpool_info
+
+    from wavelens import item_scorer
+
+    before = max([pool["num_threads"] for pool in threadpool_info()], default=1)
+    with item_scorer({"threads": ThreadCounting()}, workers=1) as score:
+        rows = [row for row, _ in score([(0, 0)] * 2)]
+    assert {r["threads_native_threads"] for r in rows} == {1.0}
+    assert max([pool["num_threads"] for pool in threadpool_info()], default=1) == before
