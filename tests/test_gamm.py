@@ -471,7 +471,8 @@ def test_the_table_spec_fits_a_plain_mgcv_style_csv_without_workarounds(tmp_path
     from conftest import REPO
 
     table, _ = simulate(30, seed=5, words=["ask", "wash"])
-    plain = table.rename(columns={"value": "Value", "sample": "Sample", "word": "Word", "token": "UniqueWord"})
+    names = {"value": "Value", "sample": "Sample", "word": "Word", "token": "UniqueWord"}
+    plain = table.rename(columns=names)
     path = tmp_path / "values.csv"
     plain.to_csv(path, index=False)
     code = main(["stats", "fit", str(path), "--spec", str(REPO / "specs" / "gamm_table.yaml"),

@@ -727,8 +727,7 @@ def test_without_torch_workers_are_forked_at_once_and_run_one_blas_thread():
 
 def test_scoring_in_this_process_also_runs_one_blas_thread():
     """With one worker the items are scored here: the BLAS pool is cut to one thread
-    while they are (small arrays: a pool of several threads doubled the time per file)
-    and restored after."""
+    while they are, as in the workers, and restored after."""
     from thread_counting import ThreadCounting
     from threadpoolctl import threadpool_info
 
