@@ -201,6 +201,10 @@ def test_mgcv_reports_ref_df_and_tests_the_random_smooth(mgcv_fit):
     random = rows["s(sample,token)"]
     assert random["kind"] == "random" and random["p_method"] == "wood2013_re"
     assert fit.rho == pytest.approx(0.6)
+    stats = fit.fit_stats  # what summary.gam prints under the tables
+    assert stats["r_sq_adjusted"] and stats["criterion"] == "fREML"
+    assert stats["criterion_value"] == stats["reml"]
+    assert 0 < stats["r_sq"] < 1 and 0 < stats["dev_expl"] < 1 and stats["scale"] > 0
 
 
 def test_without_the_random_test_mgcv_keeps_the_random_smooth_row_untested():
@@ -260,6 +264,12 @@ def test_the_statistic_writes_the_schema_tables_and_figures(tmp_path):
         assert (folder / name).is_file(), name
     text = (folder / "table.txt").read_text()
     assert "A. parametric coefficients" in text and "word=wash" in text and "s(sample,token)" in text
+    # mgcv's footer under the tables: R², deviance explained, the criterion, scale, n
+    assert "R-sq. = " in text and "Deviance explained = " in text
+    assert f"REML = {result['fit_stats']['reml']:.5g}" in text and f"n = {meta['n_obs']}" in text
+    section = Gamm(GammStatisticParams(backend="mssm"))._section(
+        {**result, "meta": {**meta, "warnings": ["repeated 1-d smooths of sample"]}}, "conv5", "", [])
+    assert "- **mssm warned:** repeated 1-d smooths of sample" in section and "Scale est. = " in section
     report = (ctx.workdir / "report.md").read_text()
     assert "![curves.png](conv5/curves.png)" in report and "![raw.png](conv5/raw.png)" in report
     assert "48 tokens" in report and "Figure 3 (left)" in report  # captions say what was run

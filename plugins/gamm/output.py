@@ -24,6 +24,23 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _general(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5g}"
+
+
+def footer(result: dict[str, Any]) -> list[str]:
+    """The two lines mgcv's summary prints under the tables: R² (adjusted where the
+    backend gives it), deviance explained, the smoothing criterion, scale and n."""
+    stats, meta = result.get("fit_stats", {}), result["meta"]
+    r_sq = "R-sq.(adj)" if stats.get("r_sq_adjusted") else "R-sq."
+    explained = stats.get("dev_expl")
+    explained_text = "–" if explained is None else f"{100 * explained:.1f}%"
+    criterion = stats.get("criterion") or "criterion"
+    return [f"{r_sq} = {_general(stats.get('r_sq'))}   Deviance explained = {explained_text}",
+            f"{criterion} = {_general(stats.get('criterion_value'))}   Scale est. = "
+            f"{_general(stats.get('scale'))}   n = {meta['n_obs']}"]
+
+
 def table_rows(result: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
     parametric = [
         [r["term"], _num(r["estimate"]), _num(r["se"]), _num(r["stat"]), _p_text(r["p"])]
@@ -56,6 +73,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines += [row[0].ljust(width) + "".join(c.rjust(12) for c in row[1:]) for row in rows]
     meta = result["meta"]
     lines.append("")
+    lines += footer(result)
     lines.append(
         f"{meta['backend']} ({meta['version']}); {meta['method']}; rho = {meta['rho']:.3f}; "
         f"n = {meta['n_obs']} ({meta['n_tokens']} tokens)"
@@ -77,6 +95,7 @@ def markdown_tables(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     out += ["| " + " | ".join(row) + " |" for row in smooths]
+    out += ["", "  \n".join(footer(result))]
     return "\n".join(out)
 
 

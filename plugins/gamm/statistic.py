@@ -191,6 +191,8 @@ class Gamm(Statistic):
         ]
         for note in meta["notes"] + meta["approximations"]:
             lines.append(f"- **note:** {note}")
+        for warning in meta.get("warnings") or []:
+            lines.append(f"- **{meta['backend']} warned:** {warning}")
         lines.append("")
         lines.append(markdown_tables(result))
         significant = [

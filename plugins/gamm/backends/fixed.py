@@ -112,6 +112,9 @@ class PygamBackend(GammBackend):
             "acf1_raw": acf1(resid),
             "acf1_whitened": None,
             "gcv": float(gam.statistics_["GCV"]),
+            "r_sq_adjusted": False,  # pyGAM's explained-deviance pseudo R²
+            "criterion": "GCV",
+            "criterion_value": float(gam.statistics_["GCV"]),
             "lam": float(np.ravel(gam.lam)[0]),
         }
         return BackendFit(
@@ -266,6 +269,9 @@ class StatsmodelsBackend(GammBackend):
             "acf1_raw": acf1(resid),
             "acf1_whitened": None,
             "gcv": float(result.gcv),
+            "r_sq_adjusted": False,
+            "criterion": "GCV",
+            "criterion_value": float(result.gcv),
             "alpha": float(alpha),
         }
         return BackendFit(

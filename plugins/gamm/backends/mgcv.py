@@ -129,6 +129,9 @@ class MgcvBackend(GammBackend):
             "r_sq": number("r_sq"),
             "dev_expl": number("dev_expl"),
             "reml": number("reml"),
+            "r_sq_adjusted": True,  # summary.gam's r.sq
+            "criterion": "fREML",
+            "criterion_value": number("reml"),
             "n_coef": int(number("n_coef")),
             "residual_df": number("residual_df"),
             "acf1_raw": number("acf1_raw"),

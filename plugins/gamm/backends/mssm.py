@@ -152,12 +152,15 @@ class MssmBackend(GammBackend):
             "r_sq": 1 - np.var(resid) / np.var(y),
             "dev_expl": 1 - np.sum(resid**2) / np.sum((y - y.mean()) ** 2),
             "reml": _reml(model, caught),
+            "r_sq_adjusted": False,
+            "criterion": "REML",
             "n_coef": len(coef),
             "residual_df": residual_df,
             "acf1_raw": acf1(resid),
             "acf1_whitened": acf1(whitened),
             "summary_seconds": p_seconds,
         }
+        fit_stats["criterion_value"] = fit_stats["reml"]
         return BackendFit(
             parametric=parametric,
             smooths=smooths,
