@@ -192,12 +192,83 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_values(text: str) -> list[str]:
+    """``a,b,[1,2]`` → ``["a", "b", "[1,2]"]``: commas outside brackets and quotes."""
+    values, depth, quote, current = [], 0, "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append(current.strip())
+            current = ""
+            continue
+        current += char
+    values.append(current.strip())
+    return values
+
+
+def sweep_cells(sweeps: list[str] | None) -> list[tuple[str, list[str]]]:
+    """The grid of ``--sweep KEY.PATH=V1,V2`` options: ``(name, overrides)`` per cell,
+    in the order of the options (the last varies fastest); [] without any."""
+    import itertools
+
+    axes: list[tuple[str, list[str]]] = []
+    for sweep in sweeps or []:
+        key, sep, raw = sweep.partition("=")
+        values = _split_values(raw) if sep else []
+        if not key.strip() or not values or "" in values:
+            raise WavelensError(f"--sweep {sweep}: expected KEY.PATH=V1,V2,... (values separated by commas, "
+                                "e.g. --sweep model.params.lr=1e-4,5e-4)")
+        if any(key.strip() == other for other, _ in axes):
+            raise WavelensError(f"--sweep names {key.strip()} twice: give all its values in one option")
+        axes.append((key.strip(), values))
+    if not axes:
+        return []
+    short = [key.rsplit(".", 1)[-1] for key, _ in axes]
+    labels = short if len(set(short)) == len(short) else [key for key, _ in axes]
+    return [(",".join(f"{label}={value}" for label, value in zip(labels, cell, strict=True)),
+             [f"{key}={value}" for (key, _), value in zip(axes, cell, strict=True)])
+            for cell in itertools.product(*(values for _, values in axes))]
+
+
+def _runs(args: argparse.Namespace, resolved) -> list[tuple[str | None, Any]]:
+    """``(label, spec)`` of every run the command line asks for: the spec, each of its
+    variants, and each cell of a sweep (under each variant). Every one is validated
+    before any runs: a sweep with one invalid cell runs nothing."""
+    from ._errors import SpecError, SpecIssue
+    from ._spec import load_spec
+
+    variants = _variants(args, resolved)
+    cells = sweep_cells(getattr(args, "sweep", None))
+    if not cells:
+        return [(name, _load(args, variant=name)) for name in variants] or [(None, resolved)]
+    runs, issues = [], []
+    for variant in variants or [None]:
+        for cell, overrides in cells:
+            label = cell if variant is None else f"{variant}/{cell}"
+            try:
+                spec = load_spec(args.spec, overrides=[*(args.set or []), *overrides],
+                                 disabled=_disabled(args), profile=getattr(args, "profile", None),
+                                 variant=variant)
+                runs.append((label, spec))
+            except SpecError as exc:
+                issues += [SpecIssue(i.path, f"{i.message} (sweep cell {label})", i.line) for i in exc.issues]
+    if issues:
+        raise SpecError(args.spec, issues)
+    return runs
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     resolved = _load(args)
-    variants = _variants(args, resolved)
+    runs = _runs(args, resolved)
     if args.print:
-        shown = [_load(args, variant=name) for name in variants] or [resolved]
-        for index, spec in enumerate(shown):
+        for index, (_, spec) in enumerate(runs):
             if index:
                 sys.stdout.write("---\n")
             sys.stdout.write(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
@@ -206,10 +277,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ._run import Run
 
     directories: dict[str, Path] = {}
-    for name in variants or [None]:
-        spec = resolved if name is None else _load(args, variant=name)
+    for name, spec in runs:
         if name is not None:
-            console.rule(f"variant {escape(name)}")
+            console.rule(f"{'sweep cell' if getattr(args, 'sweep', None) else 'variant'} {escape(name)}")
         run = Run(spec, runs_dir=args.runs_dir, fresh=args.fresh)
         directory = run.execute()
         if run.rank != 0:  # another torchrun process: rank 0 reports
@@ -362,6 +432,9 @@ def build_parser(registry: PluginRegistry | None = None) -> argparse.ArgumentPar
     add_spec_arguments(run)
     run.add_argument("--print", action="store_true", help="print the resolved spec and exit")
     run.add_argument("--variant", default=None, help="run only this one of the spec's variants")
+    run.add_argument("--sweep", action="append", metavar="KEY.PATH=V1,V2",
+                     help="run every combination of these values (repeatable: a grid), each as a variant, "
+                          "validated as a whole first, compared at the end")
     run.add_argument("--fresh", action="store_true",
                      help="start a new run directory and reuse no earlier stage")
     add_runs_dir(run)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wavelens import SpecError
+from wavelens import SpecError, WavelensError
 from wavelens.cli import main
 from wavelens.host import ResolvedSpec, load_spec, load_spec_text
 
@@ -488,3 +488,52 @@ def test_run_runs_every_variant_and_compares_them_in_one_table(write_spec, tmp_p
     # running again reuses everything
     assert main(["run", str(path), "--profile", "quick", "--runs-dir", str(tmp_path / "runs"),
                  "--variant", "wide"]) == 0
+
+
+SWEEP_SPEC = """
+    spec_version: 1
+    name: sweep-demo
+    device: cpu
+    data: {plugin: tones, params: {n_train: 32, n_test: 16}}
+    model: {plugin: tiny_cnn, params: {channels: [4]}}
+    train: {steps: 2, batch_size: 8}
+    metrics: [{plugin: accuracy}]
+    """
+
+
+def test_a_sweep_runs_every_cell_of_its_grid_and_compares_them_once(write_spec, tmp_path, capsys):
+    path = write_spec(SWEEP_SPEC)
+    runs_dir = tmp_path / "runs"
+    assert main(["run", str(path), "--runs-dir", str(runs_dir), "--sweep", "model.params.channels=[4],[8]",
+                 "--sweep", "train.steps=1,2"]) == 0
+    experiment = runs_dir / "sweep-demo"
+    assert len([p for p in experiment.iterdir() if not p.name.startswith("variants-")]) == 4
+    (table,) = experiment.glob("variants-*/table.csv")
+    import csv
+
+    labels = [row["variant"] for row in csv.DictReader(table.read_text().splitlines())]
+    assert labels == ["channels=[4],steps=1", "channels=[4],steps=2", "channels=[8],steps=1",
+                      "channels=[8],steps=2"]
+    assert "sweep cell channels=[8],steps=2" in capsys.readouterr().err
+
+
+def test_a_sweep_with_one_invalid_cell_runs_nothing(write_spec, tmp_path, capsys):
+    path = write_spec(SWEEP_SPEC)
+    runs_dir = tmp_path / "runs"
+    assert main(["run", str(path), "--runs-dir", str(runs_dir), "--sweep", "train.steps=2,0"]) == 2
+    err = capsys.readouterr().err
+    assert "train.steps" in err and "(sweep cell steps=0)" in err
+    assert not runs_dir.exists() or not any(runs_dir.rglob("stage.json"))
+
+
+def test_sweep_values_split_at_top_level_commas_only():
+    from wavelens.cli import sweep_cells
+
+    cells = sweep_cells(["model.params.channels=[4, 8],[16]", "train.steps=1,2"])
+    assert [name for name, _ in cells] == ["channels=[4, 8],steps=1", "channels=[4, 8],steps=2",
+                                          "channels=[16],steps=1", "channels=[16],steps=2"]
+    assert cells[0][1] == ["model.params.channels=[4, 8]", "train.steps=1"]
+    with pytest.raises(WavelensError, match="expected KEY.PATH=V1,V2"):
+        sweep_cells(["train.steps"])
+    with pytest.raises(WavelensError, match="names train.steps twice"):
+        sweep_cells(["train.steps=1", "train.steps=2"])
