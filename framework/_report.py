@@ -322,13 +322,16 @@ def _plot_grouped(folder: Path, key: str, records: list[dict], columns: list[dic
     return "comparison.png"
 
 
-def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Path]:
+def write_comparison(folder: Path, runs: dict[str, Path], title: str,
+                     failed: dict[str, str] | None = None) -> list[Path]:
     """The variants of one spec side by side: a row per variant with its parameter
     count and the means of every metric it computed, under the labels and number
     formats its metrics declare; and, when the metrics stage grouped its items with
     ``evaluation.by``, the means by group too. Writes ``table.csv``, ``table.json``,
     ``table_grouped.csv``, ``report.md`` and ``report.html`` in ``folder``, linking
-    each run's own report."""
+    each run's own report. ``failed``: the variants whose runs failed (name → why),
+    listed under the table rather than missing from it silently."""
+    failed = dict(failed or {})
     rows = [_variant_row(name, Path(run)) for name, run in runs.items()]
     _expand_results(rows)
     group_header, group_rows, group_records = grouped_comparison(rows)
@@ -355,7 +358,8 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
              **{f"{key}_missing": n for key, n in (row.get("missing") or {}).items()}} for row in rows]
     write_csv(folder / "table.csv", flat, list(dict.fromkeys(k for row in flat for k in row)))
     write_json(folder / "table.json", {"title": title, "runs": [[n, Path(r).name] for n, r in runs.items()],
-                                       "rows": rows, "grouped": group_records, "columns": columns})
+                                       "rows": rows, "grouped": group_records, "columns": columns,
+                                       "failed": failed})
     links = "\n".join(
         f"- `{name}`: [{Path(run).name}]({Path('..') / Path(run).name / 'report.md'})"
         for name, run in runs.items()
@@ -363,6 +367,9 @@ def write_comparison(folder: Path, runs: dict[str, Path], title: str) -> list[Pa
     text = (f"# {title}: variants compared\n\n**Means per variant.**\n\n" + table
             + "\n\nMeans over the scored test items of each variant's metrics stage; #Param. from its "
             "model stage.\n")
+    if failed:
+        text += (f"\n**Not in the table: {len(failed)} variant(s) failed.**\n\n"
+                 + "\n".join(f"- `{name}`: {reason}" for name, reason in failed.items()) + "\n")
     if group_rows:
         write_csv(folder / "table_grouped.csv", group_records, list(group_records[0]))
         figure = _plot_grouped(folder, group_header[0], group_records, group_columns)
@@ -391,7 +398,7 @@ def rewrite_comparison(folder: Path) -> list[Path]:
     missing = [str(path) for path in runs.values() if not (path / "run.json").is_file()]
     if missing:
         raise WavelensError(f"the compared runs are gone: {', '.join(missing)}")
-    return write_comparison(folder, runs, record.get("title", folder.parent.name))
+    return write_comparison(folder, runs, record.get("title", folder.parent.name), record.get("failed"))
 
 
 def write_report(run_dir: Path, formats: list[str] | None = None) -> list[Path]:

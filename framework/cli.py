@@ -33,7 +33,7 @@ from pydantic.fields import FieldInfo
 from rich.markup import escape
 from rich.table import Table
 
-from ._commands import CORE_COMMANDS, Command, CommandContext
+from ._commands import CORE_COMMANDS, Command, CommandContext, int_between
 from ._console import console
 from ._errors import RunInterrupted, WavelensError
 from ._registry import DISABLE_ENV, PluginRegistry, disabled_from_env
@@ -237,17 +237,19 @@ def sweep_cells(sweeps: list[str] | None) -> list[tuple[str, list[str]]]:
             for cell in itertools.product(*(values for _, values in axes))]
 
 
-def _runs(args: argparse.Namespace, resolved) -> list[tuple[str | None, Any]]:
-    """``(label, spec)`` of every run the command line asks for: the spec, each of its
-    variants, and each cell of a sweep (under each variant). Every one is validated
-    before any runs: a sweep with one invalid cell runs nothing."""
+def _runs(args: argparse.Namespace, resolved) -> list[tuple[str | None, str | None, list[str], Any]]:
+    """``(label, variant, sweep overrides, spec)`` of every run the command line asks
+    for: the spec, each of its variants, and each cell of a sweep (under each
+    variant). Every one is validated before any runs: a sweep with one invalid cell
+    runs nothing."""
     from ._errors import SpecError, SpecIssue
     from ._spec import load_spec
 
     variants = _variants(args, resolved)
     cells = sweep_cells(getattr(args, "sweep", None))
     if not cells:
-        return [(name, _load(args, variant=name)) for name in variants] or [(None, resolved)]
+        return ([(name, name, [], _load(args, variant=name)) for name in variants]
+                or [(None, None, [], resolved)])
     runs, issues = [], []
     for variant in variants or [None]:
         for cell, overrides in cells:
@@ -256,7 +258,7 @@ def _runs(args: argparse.Namespace, resolved) -> list[tuple[str | None, Any]]:
                 spec = load_spec(args.spec, overrides=[*(args.set or []), *overrides],
                                  disabled=_disabled(args), profile=getattr(args, "profile", None),
                                  variant=variant)
-                runs.append((label, spec))
+                runs.append((label, variant, overrides, spec))
             except SpecError as exc:
                 issues += [SpecIssue(i.path, f"{i.message} (sweep cell {label})", i.line) for i in exc.issues]
     if issues:
@@ -268,7 +270,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     resolved = _load(args)
     runs = _runs(args, resolved)
     if args.print:
-        for index, (_, spec) in enumerate(runs):
+        for index, (*_, spec) in enumerate(runs):
             if index:
                 sys.stdout.write("---\n")
             sys.stdout.write(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
@@ -277,7 +279,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ._run import Run
 
     directories: dict[str, Path] = {}
-    for name, spec in runs:
+    failed: dict[str, str] = {}
+    if args.launcher == "local" and len(runs) > 1:
+        directories, failed = _launch_locally(args, runs)
+        runs = []
+    for name, _, _, spec in runs:
         if name is not None:
             console.rule(f"{'sweep cell' if getattr(args, 'sweep', None) else 'variant'} {escape(name)}")
         run = Run(spec, runs_dir=args.runs_dir, fresh=args.fresh)
@@ -297,12 +303,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               highlight=False)
                 break
         directories[name or ""] = directory
-    if len(directories) > 1:
+    if args.record is not None:  # where a job's run went, for the launcher that started it
+        from ._io import write_json
+
+        found = {k: str(v) for k, v in directories.items()}
+        write_json(args.record, {"directory": next(iter(found.values()))} if len(found) == 1 else
+                   {"directories": found})
+    if len(directories) + len(failed) > 1 and directories:
         digest = hashlib.sha256("".join(str(d) for d in directories.values()).encode()).hexdigest()[:8]
         folder = next(iter(directories.values())).parent / f"variants-{digest}"
-        written = write_comparison(folder, directories, resolved.spec.name)
+        written = write_comparison(folder, directories, resolved.spec.name, failed=failed)
         console.print(f"variants compared: {escape(str(written[-1]))}", soft_wrap=True, highlight=False)
-    return 0
+    for label, reason in failed.items():
+        console.print(f"[red]failed:[/] {escape(label)}: {escape(reason)}", soft_wrap=True, highlight=False)
+    return 1 if failed else 0
+
+
+def _launch_locally(args: argparse.Namespace, runs: list) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each run as its own ``wavelens run`` process (``--launcher local``): the shared
+    stages first, here, then the jobs, ``--jobs`` at a time."""
+    import torch
+
+    from ._evaluation import available_cores
+    from ._launch import Job, run_jobs
+    from ._run import Run, default_runs_dir
+
+    for _, _, _, spec in runs:  # the datasets, once each (identical ones are shared by the cache)
+        if spec.component("dataset") is not None:
+            Run(spec, runs_dir=args.runs_dir, fresh=False).execute(until="dataset")
+    common = [*(["--profile", args.profile] if args.profile else []),
+              *(part for value in args.set or [] for part in ("--set", value)),
+              "--runs-dir", str(args.runs_dir or default_runs_dir())]
+    jobs = [Job(label or "", [*common, *(["--variant", variant] if variant else []),
+                              *(part for value in overrides for part in ("--set", value))])
+            for label, variant, overrides, _ in runs]
+    on_cpu = all(spec.spec.device == "cpu" for *_, spec in runs)
+    gpus = 0 if on_cpu else torch.cuda.device_count()
+    concurrency = args.jobs or (gpus or available_cores())
+    before = [part for name in args.disable or [] for part in ("--disable", name)]
+    name = runs[0][3].spec.name
+    digest = hashlib.sha256("".join(job.label for job in jobs).encode()).hexdigest()[:8]
+    log_dir = Path(args.runs_dir or default_runs_dir()) / name / f"jobs-{digest}"
+    console.print(f"{len(jobs)} jobs, {concurrency} at a time, "
+                  f"{'one GPU each' if gpus else 'each on its share of the cores'}", highlight=False)
+    return run_jobs(Path(args.spec), jobs, before, concurrency, gpus, log_dir)
 
 
 def _cmd_data_describe(args: argparse.Namespace) -> int:
@@ -432,6 +476,12 @@ def build_parser(registry: PluginRegistry | None = None) -> argparse.ArgumentPar
     add_spec_arguments(run)
     run.add_argument("--print", action="store_true", help="print the resolved spec and exit")
     run.add_argument("--variant", default=None, help="run only this one of the spec's variants")
+    run.add_argument("--launcher", choices=["here", "local"], default="here",
+                     help="here: the variants one after another in this process (default); local: "
+                          "each as its own process, --jobs at a time, on its own GPU or share of the cores")
+    run.add_argument("--jobs", type=int_between(1, 4096), default=None, metavar="N",
+                     help="with --launcher local: jobs at a time (default: the GPUs, or the cores)")
+    run.add_argument("--record", type=Path, default=None, help=argparse.SUPPRESS)
     run.add_argument("--sweep", action="append", metavar="KEY.PATH=V1,V2",
                      help="run every combination of these values (repeatable: a grid), each as a variant, "
                           "validated as a whole first, compared at the end")

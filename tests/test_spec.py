@@ -537,3 +537,62 @@ def test_sweep_values_split_at_top_level_commas_only():
         sweep_cells(["train.steps"])
     with pytest.raises(WavelensError, match="names train.steps twice"):
         sweep_cells(["train.steps=1", "train.steps=2"])
+
+
+LAUNCH_SPEC = """
+    spec_version: 1
+    name: launch-demo
+    device: cpu
+    seed: 3
+    data: {plugin: tones, params: {n_train: 32, n_test: 16}}
+    model: {plugin: tiny_cnn, params: {channels: [4]}}
+    train: {steps: 2, batch_size: 8}
+    metrics: [{plugin: accuracy}]
+    variants:
+      a: {}
+      b: {model.params.channels: [8]}
+      c: {train.steps: 3}
+    """
+
+
+def _compared(experiment):
+    import csv
+
+    (table,) = experiment.glob("variants-*/table.csv")
+    return {row["variant"]: row["accuracy"] for row in csv.DictReader(table.read_text().splitlines())}
+
+
+def test_the_local_launcher_runs_each_variant_as_a_job_and_compares_as_in_one_process(
+        write_spec, tmp_path, capsys):
+    path = write_spec(LAUNCH_SPEC)
+    jobs_dir, here_dir = tmp_path / "jobs", tmp_path / "here"
+    assert main(["run", str(path), "--runs-dir", str(jobs_dir), "--launcher", "local", "--jobs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "3 jobs, 2 at a time" in err and err.count("started ") == 3 and err.count("finished ") == 3
+    experiment = jobs_dir / "launch-demo"
+    runs = [p for p in experiment.iterdir() if p.name[:1].isdigit()]
+    assert len(runs) == 3 and len(list(experiment.glob("jobs-*/*.log"))) == 3
+    # the dataset was prepared once, before the jobs: every run holds the same files
+    inodes = {(run / "stages" / "dataset" / "stage.json").stat().st_ino for run in runs}
+    assert len(inodes) == 1
+    assert main(["run", str(path), "--runs-dir", str(here_dir)]) == 0
+    assert _compared(experiment) == _compared(here_dir / "launch-demo")
+
+
+def test_a_failed_job_is_listed_in_the_comparison_not_left_out(write_spec, tmp_path, capsys):
+    (tmp_path / "boom.py").write_text(
+        "from wavelens import Contribution, Metric, Params, hookimpl\n\n"
+        "class Boom(Metric):\n    def __init__(self, params):\n        super().__init__()\n"
+        "    def update(self, preds, target):\n        raise RuntimeError('boom at run time')\n"
+        "    def compute(self):\n        return 0.0\n\n"
+        "@hookimpl\ndef wavelens_metrics():\n    return [Contribution('boom', Params, 'fails', Boom)]\n")
+    text = LAUNCH_SPEC.replace("    seed: 3\n", "    seed: 3\n    plugins: [boom.py]\n")
+    path = write_spec(text.replace("c: {train.steps: 3}", "c: {metrics: [{plugin: boom}]}"))
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs"), "--launcher", "local"]) == 1
+    experiment = tmp_path / "runs" / "launch-demo"
+    assert set(_compared(experiment)) == {"a", "b"}
+    (report,) = experiment.glob("variants-*/report.md")
+    text = report.read_text()
+    assert "Not in the table: 1 variant(s) failed." in text and "- `c`: exit status" in text
+    assert json.loads(next(experiment.glob("variants-*/table.json")).read_text())["failed"]["c"]
+    assert "boom at run time" in next(experiment.glob("jobs-*/c.log")).read_text()
