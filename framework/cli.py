@@ -281,6 +281,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     directories: dict[str, Path] = {}
     failed: dict[str, str] = {}
     if args.launcher == "local" and len(runs) > 1:
+        if args.fresh:
+            raise WavelensError("--fresh cannot be combined with --launcher local (each job resumes the "
+                                "run the launcher prepared): give --runs-dir a new folder instead")
         directories, failed = _launch_locally(args, runs)
         runs = []
     for name, _, _, spec in runs:
