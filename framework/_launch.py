@@ -22,11 +22,10 @@ from pathlib import Path
 
 from ._console import console
 from ._errors import RunInterrupted
+from ._evaluation import SINGLE_THREAD_ENV
 from ._io import read_json
 
 __all__ = ["Job", "run_jobs", "slots"]
-
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def _environment(slot: dict) -> dict[str, str]:
     if "gpu" in slot:
         env["CUDA_VISIBLE_DEVICES"] = str(slot["gpu"])
     else:
-        env.update({name: str(len(slot["cpus"])) for name in THREAD_ENV})
+        env.update({name: str(len(slot["cpus"])) for name in SINGLE_THREAD_ENV})
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU job stays off any GPU
     return env
 

@@ -374,18 +374,16 @@ class PluginRegistry:
                 loaded = self._check(item, kind, plugin, source, where)
                 if loaded is None:
                     continue
-                other = self._found.get(loaded.name)
-                pending = self._pending_source(loaded.name, self._listed.get(loaded.name, ("",))[0])
-                if other is None and pending is not None:  # a built-in not imported yet
-                    other_text = f"the {self._listed[loaded.name][0]} from {pending}"
-                elif other is not None:
-                    other_text = f"the {other.kind} from {other.source}"
-                else:
+                listed_kind = self._listed.get(loaded.name, ("",))[0]
+                other = self._holder(self._found, loaded.name, listed_kind)
+                if other is None:
                     self._found[loaded.name] = loaded
                     continue
+                held = self._found.get(loaded.name)
+                other_kind = held.kind if held is not None else listed_kind
                 raise PluginError(
                     f"duplicate plugin name {loaded.name!r}: the {kind} from {source} and "
-                    f"{other_text}. Disable one with {DISABLE_ENV}=<plugin name>."
+                    f"the {other_kind} from {other}. Disable one with {DISABLE_ENV}=<plugin name>."
                 )
         self._collect_commands(plugin)
         self._collect_extension_points(plugin)
@@ -440,8 +438,7 @@ class PluginRegistry:
                                   f"not list as a command of {source.location}; add or correct its entry")
             if self._is_disabled(item.name):
                 continue
-            other = (found[item.name].source if item.name in found
-                     else self._pending_source(item.name, "command"))
+            other = self._holder(found, item.name, "command")
             if other is not None:
                 raise PluginError(f"two plugins add the command {item.name!r}: {other} "
                                   f"and {source}. Disable one with {DISABLE_ENV}=<plugin name>.")
@@ -457,19 +454,21 @@ class PluginRegistry:
                 raise PluginError(f"{where} declares the extension point {item.name!r}, which "
                                   f"registry.yaml does not list as an extension_point of "
                                   f"{source.location}; add or correct its entry")
-            other = (found[item.name].source if item.name in found
-                     else self._pending_source(item.name, "extension_point"))
+            other = self._holder(found, item.name, "extension_point")
             if other is not None:
                 raise PluginError(f"two plugins declare the extension point {item.name!r}: "
                                   f"{other} and {source}")
             found[item.name] = LoadedExtensionPoint(item, plugin, source)
 
-    def _pending_source(self, name: str, kind: str) -> PluginSource | None:
-        """Where the built-in ``name`` of ``kind`` comes from, when its module is not
-        imported yet (None otherwise): a name taken before it is loaded."""
-        if self._listed_kind(name) != kind:
-            return None
-        return PluginSource("builtin", self._listed[name][1])
+    def _holder(self, found: dict[str, Any], name: str, kind: str) -> PluginSource | None:
+        """Where ``name`` already comes from: an entry of ``found``, or a built-in of
+        ``kind`` whose module is not imported yet (registry.yaml lists it); None when
+        the name is free."""
+        if name in found:
+            return found[name].source
+        if self._listed_kind(name) == kind:
+            return PluginSource("builtin", self._listed[name][1])
+        return None
 
     def _in_load_order(self, items: dict[str, Any]) -> list[Any]:
         """Built-ins in registry.yaml's order, then the others as they were loaded."""

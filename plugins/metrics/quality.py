@@ -27,9 +27,9 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -136,6 +136,17 @@ class CleanAnalysis:
         """Whether this is the analysis of ``clean`` at ``rate``."""
         return (rate == self.rate and int16_scaling == self.int16_scaling
                 and clean.shape == self.samples.shape and np.array_equal(clean, self.samples))
+
+
+def kept(cache: dict | None, key: str, fits: Callable[[Any], bool], compute: Callable[[], Any]) -> Any:
+    """``cache[key]`` where it ``fits`` (a reference's half computed before, for the
+    same reference), else ``compute()``, kept in ``cache`` for the next estimate."""
+    found = (cache or {}).get(key)
+    if found is None or not fits(found):
+        found = compute()
+        if cache is not None:
+            cache[key] = found
+    return found
 
 
 def _lpc_order(rate: int) -> int:
@@ -384,11 +395,8 @@ def composite(
         int16 = False
     else:
         raise ValueError(f"convention must be 'voicebank' or 'loizou', not {convention!r}")
-    analysis = (cache or {}).get("clean")
-    if analysis is None or not analysis.matches(clean, rate, int16):
-        analysis = clean_analysis(clean, rate, int16)
-        if cache is not None:
-            cache["clean"] = analysis
+    analysis = kept(cache, "clean", lambda found: found.matches(clean, rate, int16),
+                    lambda: clean_analysis(clean, rate, int16))
     llr = trimmed_mean(llr_frames(clean, estimate, rate, analysis))
     wss = trimmed_mean(wss_frames(clean, estimate, rate, int16, analysis))
     segsnr = float(np.mean(segsnr_frames(clean, estimate, rate, analysis)))
@@ -416,11 +424,9 @@ def stoi_score(clean: np.ndarray, estimate: np.ndarray, rate: int, extended: boo
     if not extended:
         from .intelligibility import stoi_reference, stoi_with
 
-        reference = (cache or {}).get("stoi")
-        if reference is None or not reference.matches(np.asarray(clean, dtype=np.float64), rate):
-            reference = stoi_reference(clean, rate)
-            if cache is not None:
-                cache["stoi"] = reference
+        samples = np.asarray(clean, dtype=np.float64)
+        reference = kept(cache, "stoi", lambda found: found.matches(samples, rate),
+                         lambda: stoi_reference(samples, rate))
         return stoi_with(reference, estimate)
 
     from pystoi import stoi

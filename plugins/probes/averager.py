@@ -41,7 +41,7 @@ from wavelens import (
     write_json,
 )
 
-from .feature_maps import FeatureMapRecorder, layout_for, parse_layout, select
+from .feature_maps import FeatureMapRecorder, by_layer, layout_for, parse_layout
 from .series import interval_indices, time_normalised, upsample
 
 
@@ -136,10 +136,11 @@ class FeatureMapAverage(Probe):
         modules = dict(network.named_modules())
         problems = []
         for param in ("post_activation", "layout"):
-            for pattern in getattr(self.params, param):
-                if not select(pattern, layers, modules):
-                    problems.append((f"{param}.{pattern}", f"{pattern!r} is none of the probed layers: "
-                                     f"{', '.join(layers)} (keys are names, globs or type:Class)"))
+            for pattern, value in getattr(self.params, param).items():
+                try:
+                    by_layer({pattern: value}, layers, modules, param)
+                except StageError as exc:
+                    problems.append((f"{param}.{pattern}", str(exc)))
         return problems
 
     def run(self, ctx: StageContext) -> None:

@@ -41,7 +41,7 @@ from torch import nn
 from wavelens import LayerHooks, StageError, resolve_layers
 
 __all__ = ["REDUCERS", "parse_activation", "parse_layout", "reduce_feature_map", "FeatureMapRecorder",
-           "select"]
+           "select", "by_layer"]
 
 
 def _mean(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -148,6 +148,20 @@ def select(selector: str, names: Sequence[str], modules: Mapping[str, nn.Module]
     return [n for n in names if n == selector or fnmatch.fnmatchcase(n, selector)]
 
 
+def by_layer(options: Mapping[str, str], layers: Sequence[str], modules: Mapping[str, nn.Module],
+             param: str) -> dict[str, str]:
+    """Each probed layer's value of a per-layer option keyed by selectors
+    (``post_activation``, ``layout``); StageError naming a key that picks none."""
+    found: dict[str, str] = {}
+    for pattern, value in options.items():
+        matched = select(pattern, layers, modules)
+        if not matched:
+            raise StageError(f"{param} names {pattern!r}, which is none of the probed layers: "
+                             f"{', '.join(layers)} (keys are names, globs or type:Class)")
+        found.update(dict.fromkeys(matched, value))
+    return found
+
+
 class FeatureMapRecorder:
     """Forward hooks that keep each selected layer's reduced series of the last call(s).
 
@@ -167,25 +181,14 @@ class FeatureMapRecorder:
         self.time_axis = time_axis
         self.keep_maps = maps
         modules = dict(model.named_modules())
-        self.activations: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-        for pattern, activation in (post_activation or {}).items():
-            matched = select(pattern, self.layers, modules)
-            if not matched:
-                raise StageError(f"post_activation names {pattern!r}, which is none of the probed "
-                                 f"layers: {', '.join(self.layers)} (keys are names, globs or type:Class)")
-            for name in matched:
-                self.activations[name] = parse_activation(activation)
-        self.layouts: dict[str, str] = {}
-        for pattern, text in (layout or {}).items():
-            matched = select(pattern, self.layers, modules)
-            if not matched:
-                raise StageError(f"layout names {pattern!r}, which is none of the probed layers: "
-                                 f"{', '.join(self.layers)} (keys are names, globs or type:Class)")
-            for name in matched:
-                try:
-                    self.layouts[name] = parse_layout(text)
-                except ValueError as exc:
-                    raise StageError(str(exc)) from None
+        activations = by_layer(post_activation or {}, self.layers, modules, "post_activation")
+        self.activations: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            name: parse_activation(text) for name, text in activations.items()}
+        try:
+            self.layouts = {name: parse_layout(text)
+                            for name, text in by_layer(layout or {}, self.layers, modules, "layout").items()}
+        except ValueError as exc:
+            raise StageError(str(exc)) from None
         self.series: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         self.maps: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -205,10 +208,10 @@ class FeatureMapRecorder:
         if activation is not None:
             output = activation(output)  # a new tensor: the model's own output is untouched
         self.shapes[name] = tuple(output.shape)
-        layout = self.layouts.get(name)
+        layout = self.layouts.get(name) or layout_for(output.shape, self.time_axis, name)
         reduced = reduce_feature_map(output.float(), self.reducer, self.time_axis, layout, layer=name)
         self.series[name].append(reduced.cpu())
-        if self.keep_maps and "F" in (layout or layout_for(output.shape, self.time_axis, name)):
+        if self.keep_maps and "F" in layout:
             self.maps[name].append(reduce_feature_map(output.float(), self.reducer, self.time_axis, layout,
                                                       keep_frequency=True, layer=name).cpu())
 
