@@ -33,11 +33,13 @@ BACKENDS_POINT = ExtensionPoint(
     "gamm_backend", BACKEND_GROUP,
     {"mgcv": "wavelens.plugins.gamm.backends.mgcv:MgcvBackend",
      "mssm": "wavelens.plugins.gamm.backends.mssm:MssmBackend",
+     "native": "wavelens.plugins.gamm.backends.native:NativeBackend",
      "pygam": "wavelens.plugins.gamm.backends.fixed:PygamBackend",
      "statsmodels": "wavelens.plugins.gamm.backends.fixed:StatsmodelsBackend"},
     help="how the gamm statistic fits (a GammBackend subclass; docs/gamm.md)", label="GAMM backend",
 )
 BUILTIN_BACKENDS = tuple(BACKENDS_POINT.builtins)
+AUTO_BACKEND = "auto"  # mgcv where it can run, else the native backend (its equal without R)
 
 
 def known_backends() -> list[str]:
@@ -46,7 +48,11 @@ def known_backends() -> list[str]:
 
 
 class GammParams(Params):
-    backend: str = Field("mgcv", description="mgcv | mssm | pygam | statsmodels (or a registered one)")
+    backend: str = Field(
+        "auto",
+        description="auto (mgcv where R and mgcv are installed, else native) | mgcv | native | mssm | "
+        "pygam | statsmodels (or a registered one)",
+    )
     response: str = Field("value", description="the column fitted")
     factor: str = Field("word", description="the factor column (parametric term and by-smooths)")
     reference: str | None = Field(
@@ -76,7 +82,12 @@ class GammParams(Params):
     )
     grid_points: int = Field(100, ge=2, description="points of the time grid for curves and differences")
     ci: float = Field(1.96, gt=0, description="band half-width in standard errors (1.96: pointwise 95 %)")
-    random_test: bool = Field(True, description="mgcv: test the random smooth (reTest); slow at paper size")
+    simultaneous: bool = Field(
+        False,
+        description="also simultaneous bands (itsadug's sim.ci): the multiplier of the se that the "
+        "largest |deviation|/se over the grid stays under in that share of 10,000 posterior draws",
+    )
+    random_test: bool = Field(True, description="mgcv and native: test the random smooth (reTest); slow in R")
     accept_approximation: bool = Field(
         False,
         description="let a backend drop what it cannot fit (random smooths, AR1); the result is flagged",
@@ -86,6 +97,8 @@ class GammParams(Params):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
+        if value == AUTO_BACKEND:
+            return value
         known = known_backends()
         if value not in known:
             close = difflib.get_close_matches(value, known, n=2, cutoff=0.6)
@@ -276,15 +289,20 @@ def assemble(
     differences["lower"] = differences["diff"] - params.ci * differences["se"]
     differences["upper"] = differences["diff"] + params.ci * differences["se"]
     differences["sig"] = (differences["lower"] > 0) | (differences["upper"] < 0)
+    simultaneous = "crit" in curves.columns
+    for frame, centre in ((curves, "fit"), (differences, "diff")):
+        if "crit" in frame.columns:
+            frame["sim_lower"] = frame[centre] - frame["crit"] * frame["se"]
+            frame["sim_upper"] = frame[centre] + frame["crit"] * frame["se"]
+    if "crit" in differences.columns:
+        differences["sim_sig"] = (differences["sim_lower"] > 0) | (differences["sim_upper"] < 0)
     intervals = []
     for (a, b), rows in differences.groupby(["a", "b"], sort=False):
-        intervals.append(
-            {
-                "a": a,
-                "b": b,
-                "intervals": significant_intervals(rows["time"].to_numpy(), rows["sig"].to_numpy()),
-            }
-        )
+        time_ = rows["time"].to_numpy()
+        entry = {"a": a, "b": b, "intervals": significant_intervals(time_, rows["sig"].to_numpy())}
+        if "sim_sig" in rows.columns:
+            entry["sim_intervals"] = significant_intervals(time_, rows["sim_sig"].to_numpy())
+        intervals.append(entry)
     data = prepared.data
     terms = [prepared.factor]
     if params.coding == "difference":
@@ -316,7 +334,8 @@ def assemble(
         "n_coef": fit.fit_stats.get("n_coef"),
         "fit_seconds": fit.fit_seconds,
         "ci": params.ci,
-        "band": "pointwise",
+        "band": "pointwise and simultaneous (itsadug's sim.ci, 10,000 posterior draws)"
+        if simultaneous else "pointwise",
         "warnings": fit.warnings,
         "notes": prepared.notes,
         "approximations": approximations,

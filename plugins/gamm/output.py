@@ -134,10 +134,14 @@ def plot(result: dict[str, Any], folder: Path, title: str = "") -> list[str]:
     for level, rows in curves.groupby("level", sort=False):
         (line,) = axis.plot(rows["time"], rows["fit"], label=level, linewidth=1.4)
         axis.fill_between(rows["time"], rows["lower"], rows["upper"], color=line.get_color(), alpha=0.15)
+        if "sim_lower" in rows:  # the simultaneous band, dashed
+            for edge in ("sim_lower", "sim_upper"):
+                axis.plot(rows["time"], rows[edge], color=line.get_color(), linewidth=0.7, linestyle="--")
     axis.set_xlabel(meta["time"])
     axis.set_ylabel("predicted value")
     axis.set_title(
-        title or f"GAMM curves ({meta['backend']}), random smooths excluded, {meta['ci']:g}·SE bands",
+        title or f"GAMM curves ({meta['backend']}), random smooths excluded, {meta['ci']:g}·SE bands"
+        + (", dashed: simultaneous" if "sim_lower" in curves else ""),
         fontsize=9,
     )
     axis.legend(fontsize=7, ncol=2)
@@ -153,6 +157,9 @@ def plot(result: dict[str, Any], folder: Path, title: str = "") -> list[str]:
         for axis, ((a, b), rows) in zip(axes.flat, groups, strict=False):
             axis.plot(rows["time"], rows["diff"], color="black", linewidth=1.2)
             axis.fill_between(rows["time"], rows["lower"], rows["upper"], color="grey", alpha=0.3)
+            if "sim_lower" in rows:  # the simultaneous band, dashed
+                for edge in ("sim_lower", "sim_upper"):
+                    axis.plot(rows["time"], rows[edge], color="black", linewidth=0.7, linestyle="--")
             axis.axhline(0, color="black", linewidth=0.6, linestyle=":")
             for item in result["intervals"]:
                 if item["a"] == a and item["b"] == b:

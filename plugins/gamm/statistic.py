@@ -20,7 +20,7 @@ from wavelens import (
 )
 
 from .backends import able, backend_named
-from .model import BACKENDS_POINT, GammParams, assemble, prepare
+from .model import AUTO_BACKEND, BACKENDS_POINT, GammParams, assemble, prepare
 from .output import contrasts_markdown, layer_contrasts, markdown_tables, plot, plot_layers, plot_raw, save
 
 
@@ -78,6 +78,10 @@ class Gamm(Statistic):
             layers = [None]
         for note in notes:
             ctx.log.info("gamm: %s", note)
+        if params.backend == AUTO_BACKEND:
+            chosen = "mgcv" if backend_named("mgcv").available() is None else "native"
+            ctx.log.info("gamm: backend auto → %s", chosen)
+            params = params.model_copy(update={"backend": chosen})
         backend = backend_named(params.backend)
         missing = backend.available()
         if missing:
@@ -195,15 +199,20 @@ class Gamm(Statistic):
             lines.append(f"- **{meta['backend']} warned:** {warning}")
         lines.append("")
         lines.append(markdown_tables(result))
-        significant = [
-            f"{i['a']} − {i['b']}: " + (", ".join(f"{s:.3g}–{e:.3g}" for s, e in i["intervals"]) or "none")
-            for i in result["intervals"]
-        ]
+        significant = [f"{i['a']} − {i['b']}: {_spans(i['intervals'])}" for i in result["intervals"]]
         if significant:
             lines.append("\nWhere the difference band excludes 0: " + "; ".join(significant) + ".")
+        simultaneous = [f"{i['a']} − {i['b']}: {_spans(i['sim_intervals'])}"
+                        for i in result["intervals"] if "sim_intervals" in i]
+        if simultaneous:
+            lines.append("\nWhere the simultaneous band excludes 0: " + "; ".join(simultaneous) + ".")
         for name in figures:
             lines.append(f"\n![{name}]({prefix}{name})\n\n{_caption(name, meta)}")
         return "\n".join(lines)
+
+
+def _spans(intervals: list[list[float]]) -> str:
+    return ", ".join(f"{start:.3g}–{end:.3g}" for start, end in intervals) or "none"
 
 
 def _caption(figure: str, meta: dict[str, Any]) -> str:
@@ -211,18 +220,20 @@ def _caption(figure: str, meta: dict[str, Any]) -> str:
     where = f"{meta['layer']}: " if meta.get("layer") else ""
     fit = (f"{meta['backend']} {meta['version']}, {meta['method']}, AR1 rho = {meta['rho']:.3f}, "
            f"{meta['n_tokens']} tokens")
+    dashed = "; dashed: simultaneous bands (itsadug's sim.ci)" if meta.get("band", "").startswith(
+        "pointwise and") else ""
     if figure == "raw.png":
         return (f"*{where}raw {meta['response']} of every token against {meta['time']} "
                 f"(points; {meta['n_tokens']} tokens, {meta['n_obs']} values), with each "
                 f"{meta['factor']}'s mean (lines); as Beguš & Zhou's Figure 3 (left).*")
     if figure == "curves.png":
         return (f"*{where}GAMM-predicted {meta['response']} per {meta['factor']} ({fit}); "
-                f"random smooths excluded, {meta['ci']:g}·SE pointwise bands; as Beguš & Zhou's "
-                "Figure 3 (middle) and Figure 4 (top).*")
+                f"random smooths excluded, {meta['ci']:g}·SE pointwise bands{dashed}; as Beguš & "
+                "Zhou's Figure 3 (middle) and Figure 4 (top).*")
     if figure == "differences.png":
         return (f"*{where}difference curves between {meta['factor']} levels ({fit}), "
-                f"{meta['ci']:g}·SE bands; red: where the band excludes 0; as Beguš & Zhou's "
-                "Figure 4 (bottom).*")
+                f"{meta['ci']:g}·SE bands{dashed}; red: where the pointwise band excludes 0; as "
+                "Beguš & Zhou's Figure 4 (bottom).*")
     return ""
 
 
@@ -259,7 +270,7 @@ def wavelens_statistics():
             "gamm",
             GammStatisticParams,
             "GAMM of probe curves (Beguš & Zhou): word terms, smooths, difference "
-            "smooths, random smooths, AR1; backends mgcv, mssm, pygam, statsmodels",
+            "smooths, random smooths, AR1; backends mgcv, native, mssm, pygam, statsmodels",
             Gamm,
         )
     ]

@@ -15,14 +15,15 @@ from .base import GammBackend
 from .fixed import PygamBackend, StatsmodelsBackend
 from .mgcv import R_INSTALL, MgcvBackend
 from .mssm import MssmBackend
+from .native import NativeBackend
 
-__all__ = ["BACKENDS", "GammBackend", "MgcvBackend", "MssmBackend", "PygamBackend", "R_INSTALL",
-           "StatsmodelsBackend", "able", "backend_named"]
+__all__ = ["BACKENDS", "GammBackend", "MgcvBackend", "MssmBackend", "NativeBackend", "PygamBackend",
+           "R_INSTALL", "StatsmodelsBackend", "able", "backend_named"]
 
 # The built-in backends, one module each; backend_named loads them (and those other
 # packages register) through model.BACKENDS_POINT, which the tests check against this.
-BACKENDS: dict[str, type[GammBackend]] = {"mgcv": MgcvBackend, "mssm": MssmBackend, "pygam": PygamBackend,
-                                          "statsmodels": StatsmodelsBackend}
+BACKENDS: dict[str, type[GammBackend]] = {"mgcv": MgcvBackend, "mssm": MssmBackend, "native": NativeBackend,
+                                          "pygam": PygamBackend, "statsmodels": StatsmodelsBackend}
 
 
 def backend_named(name: str) -> GammBackend:

@@ -113,30 +113,64 @@ def _fixed_terms(prepared: Prepared, params: GammParams) -> list[tuple[str, str,
     return [(term, kind, level) for (term, kind), level in zip(names, prepared.levels, strict=True)]
 
 
+SIMULATIONS = 10_000  # itsadug's default for sim.ci
+
+
+def simultaneous_multiplier(x: np.ndarray, se: np.ndarray, draws: np.ndarray, level: float) -> float:
+    """itsadug's ``sim.ci``: the ``level`` quantile (R's type 8) over posterior draws of
+    the largest |x·draw| / se on the grid; the simultaneous band is ± this × se."""
+    shown = se > 0
+    deviations = np.abs(x[shown] @ draws.T) / se[shown, None]
+    return float(np.quantile(deviations.max(axis=0), level, method="median_unbiased"))
+
+
+def posterior_draws(cov: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``SIMULATIONS`` draws of N(0, cov), fixed by ``seed`` so reports repeat."""
+    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+    root = vectors * np.sqrt(np.clip(values, 0, None))
+    return np.random.default_rng(seed).standard_normal((SIMULATIONS, len(cov))) @ root.T
+
+
+def band_level(ci: float) -> float:
+    """The coverage of a pointwise ± ci·se band (1.96 → 0.95), used for the
+    simultaneous band too."""
+    return float(2 * stats.norm.cdf(ci) - 1)
+
+
 def _curves_from(design, coef: np.ndarray, cov: np.ndarray, prepared: Prepared, params: GammParams):
-    """Curves and differences from ``design(level, grid)`` → rows of the fixed design."""
+    """Curves and differences from ``design(level, grid)`` → rows of the fixed design,
+    with each curve's simultaneous multiplier (``crit``) when ``params.simultaneous``."""
     grid = prepared.grid(params.grid_points)
     designs = {level: design(level, grid) for level in prepared.levels}
+    draws = posterior_draws(cov) if params.simultaneous else None
 
     def se(x: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, cov, x), 0))
 
+    def with_crit(frame: pd.DataFrame, x: np.ndarray) -> pd.DataFrame:
+        if draws is not None:
+            frame["crit"] = simultaneous_multiplier(x, frame["se"].to_numpy(), draws, band_level(params.ci))
+        return frame
+
     curves = pd.concat(
         [
-            pd.DataFrame({"level": lv, "time": grid, "fit": x @ coef, "se": se(x)})
+            with_crit(pd.DataFrame({"level": lv, "time": grid, "fit": x @ coef, "se": se(x)}), x)
             for lv, x in designs.items()
         ],
         ignore_index=True,
     )
     rows = [
-        pd.DataFrame(
-            {
-                "a": a,
-                "b": b,
-                "time": grid,
-                "diff": (designs[a] - designs[b]) @ coef,
-                "se": se(designs[a] - designs[b]),
-            }
+        with_crit(
+            pd.DataFrame(
+                {
+                    "a": a,
+                    "b": b,
+                    "time": grid,
+                    "diff": (designs[a] - designs[b]) @ coef,
+                    "se": se(designs[a] - designs[b]),
+                }
+            ),
+            designs[a] - designs[b],
         )
         for a, b in prepared.pairs(params.pairs)
     ]

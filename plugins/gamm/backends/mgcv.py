@@ -15,7 +15,7 @@ import pandas as pd
 from wavelens import StageError, write_csv
 
 from ..model import BackendFit, GammParams, Prepared
-from .base import GammBackend
+from .base import GammBackend, band_level
 
 R_INSTALL = "install R and mgcv: sudo apt-get install r-base-core r-cran-mgcv (or make setup)"
 
@@ -63,6 +63,7 @@ class MgcvBackend(GammBackend):
                 "pairs": "\t".join(f"{a};{b}" for a, b in pairs),
                 "re_test": "true" if params.random_test else "false",
                 "threads": params.threads,
+                "simultaneous": band_level(params.ci) if params.simultaneous else 0,
             }
             write_csv(folder / "config.csv", [{"key": k, "value": str(v)} for k, v in config.items()])
             started = time.perf_counter()

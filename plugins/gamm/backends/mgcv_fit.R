@@ -6,7 +6,9 @@
 # start), out (a folder), levels (tab-separated, the reference first), coding
 # (difference | per_level), k, random (true | false), random_k, rho_mode (none | fixed |
 # estimate), rho, grid (the time values for curves, tab-separated), pairs (a;b pairs,
-# tab-separated), re_test (true | false), threads. Bands are formed from the se in Python.
+# tab-separated), re_test (true | false), threads, simultaneous (0, or the level of
+# itsadug-style simultaneous bands: each curve's multiplier of the se, from 10,000 draws of
+# the fixed coefficients' posterior). Bands are formed from the se in Python.
 #
 # The model is Beguš & Zhou's:
 #   y ~ level + s(time) + s(time, by = level) + s(time, token, bs = "fs", m = 1)
@@ -135,18 +137,33 @@ design <- function(level) {
   X
 }
 beta <- coef(model)
+simultaneous <- as.numeric(get("simultaneous"))
+if (simultaneous > 0) {
+  fixed <- setdiff(seq_along(beta), random_columns)
+  set.seed(0)
+  draws <- rmvn(10000, rep(0, length(fixed)), model$Vp[fixed, fixed])
+}
+with_crit <- function(frame, X) {
+  # itsadug's sim.ci: the quantile (type 8) of the largest |deviation| / se over the grid
+  if (simultaneous > 0) {
+    shown <- frame$se > 0
+    deviations <- abs(X[shown, fixed, drop = FALSE] %*% t(draws)) / frame$se[shown]
+    frame$crit <- quantile(apply(deviations, 2, max), simultaneous, type = 8, names = FALSE)
+  }
+  frame
+}
 curves <- do.call(rbind, lapply(levels, function(level) {
   X <- design(level)
-  data.frame(level = level, time = grid, fit = as.vector(X %*% beta),
-             se = sqrt(pmax(rowSums((X %*% model$Vp) * X), 0)))
+  with_crit(data.frame(level = level, time = grid, fit = as.vector(X %*% beta),
+                       se = sqrt(pmax(rowSums((X %*% model$Vp) * X), 0))), X)
 }))
 write.csv(curves, file.path(out, "curves.csv"), row.names = FALSE)
 pairs <- split_tabs(get("pairs"))
 differences <- do.call(rbind, lapply(pairs, function(pair) {
   both <- strsplit(pair, ";", fixed = TRUE)[[1]]
   X <- design(both[1]) - design(both[2])
-  data.frame(a = both[1], b = both[2], time = grid, diff = as.vector(X %*% beta),
-             se = sqrt(pmax(rowSums((X %*% model$Vp) * X), 0)))
+  with_crit(data.frame(a = both[1], b = both[2], time = grid, diff = as.vector(X %*% beta),
+                       se = sqrt(pmax(rowSums((X %*% model$Vp) * X), 0))), X)
 }))
 if (is.null(differences)) differences <- data.frame(a = character(0), b = character(0), time = numeric(0),
                                                     diff = numeric(0), se = numeric(0))
