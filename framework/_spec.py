@@ -159,6 +159,30 @@ class ReportSpec(_Strict):
     formats: list[Literal["md", "html"]] = Field(default_factory=lambda: ["md", "html"])
 
 
+class LauncherSpec(_Strict):
+    """How ``wavelens run --launcher submitit`` submits the variants (or sweep cells):
+    one job each, as one Slurm job array, through submitit (docs/cluster.md). Only
+    the launcher reads it: a run's results and digest do not depend on it."""
+
+    executor: Literal["auto", "slurm", "local"] = Field(
+        "auto", description="slurm, submitit's local executor, or auto: Slurm where sbatch is found")
+    partition: str | None = Field(None, description="the Slurm partition")
+    gpus_per_job: int = Field(0, ge=0, description="GPUs each job asks for")
+    processes: PositiveInt = Field(
+        1, description="processes per job: more than 1 runs the job under torchrun, one per GPU")
+    cpus_per_task: PositiveInt | None = Field(None, description="CPU cores per job")
+    mem_gb: float | None = Field(None, gt=0, description="memory per job, GB")
+    timeout_min: PositiveInt = Field(24 * 60, description="wall-clock limit per job, minutes")
+    signal_delay_s: PositiveInt = Field(
+        120, description="seconds before the limit at which a job is told to checkpoint and is requeued")
+    requeues: int = Field(3, ge=0, description="how often a job that runs out of time is requeued")
+    array_parallelism: PositiveInt | None = Field(None, description="jobs of the array running at once")
+    folder: str | None = Field(None, description="submitit's logs (default: runs/NAME/jobs-HASH/submitit)")
+    slurm: dict[str, Any] = Field(
+        default_factory=dict, description="more sbatch options, e.g. {account: ..., qos: ...}")
+    setup: list[str] = Field(default_factory=list, description="shell lines run first in each job")
+
+
 class ExperimentSpec(_Strict):
     """The envelope of a spec (documented key by key in docs/specs.md)."""
 
@@ -188,6 +212,8 @@ class ExperimentSpec(_Strict):
         "and compares them in one table",
     )
     variant: str | None = Field(None, description="the variant this run is (set by wavelens run)")
+    launcher: LauncherSpec | None = Field(
+        None, description="how --launcher submitit submits the variants as jobs (docs/cluster.md)")
 
     @model_validator(mode="after")
     def _stages_have_inputs(self) -> ExperimentSpec:
@@ -267,7 +293,9 @@ class ResolvedSpec:
 
     def digest(self) -> str:
         """A hash of the resolved spec; equal specs give equal digests."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        data = self.to_dict()
+        data.pop("launcher", None)  # where a run was submitted from does not change it
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -280,11 +280,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     directories: dict[str, Path] = {}
     failed: dict[str, str] = {}
-    if args.launcher == "local" and len(runs) > 1:
+    if args.launcher_option and args.launcher != "submitit":
+        raise WavelensError("--launcher-option is for --launcher submitit")
+    if (args.launcher == "local" and len(runs) > 1) or args.launcher == "submitit":
         if args.fresh:
-            raise WavelensError("--fresh cannot be combined with --launcher local (each job resumes the "
-                                "run the launcher prepared): give --runs-dir a new folder instead")
-        directories, failed = _launch_locally(args, runs)
+            raise WavelensError(f"--fresh cannot be combined with --launcher {args.launcher} (each job "
+                                "resumes the run the launcher prepared): give --runs-dir a new folder "
+                                "instead")
+        directories, failed = _launch(args, runs, resolved)
         runs = []
     for name, _, _, spec in runs:
         if name is not None:
@@ -322,31 +325,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _launch_locally(args: argparse.Namespace, runs: list) -> tuple[dict[str, Path], dict[str, str]]:
-    """Each run as its own ``wavelens run`` process (``--launcher local``): the shared
-    stages first, here, then the jobs, ``--jobs`` at a time."""
+def launcher_options(args: argparse.Namespace, resolved) -> Any:
+    """The spec's ``launcher`` block with ``--launcher-option KEY=VALUE`` over it,
+    validated; an error names the option and what was expected."""
+    from pydantic import ValidationError
+
+    from ._spec import LauncherSpec
+
+    settings = resolved.spec.launcher.model_dump() if resolved.spec.launcher else {}
+    for option in args.launcher_option or []:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise WavelensError(f"--launcher-option {option!r}: expected KEY=VALUE")
+        settings[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    try:
+        return LauncherSpec(**settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise WavelensError(f"launcher settings (the spec's launcher block and --launcher-option): "
+                            f"{problems}") from None
+
+
+def _launch(args: argparse.Namespace, runs: list, resolved) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each run as its own ``wavelens run`` process: the shared stages first, here,
+    then the jobs: ``--jobs`` at a time on this machine (``--launcher local``), or
+    submitted through submitit (``--launcher submitit``)."""
     import torch
 
-    from ._evaluation import available_cores
+    from ._evaluation import SINGLE_THREAD_ENV, available_cores
     from ._launch import Job, run_jobs
     from ._run import Run, default_runs_dir
+
+    options = launcher_options(args, resolved) if args.launcher == "submitit" else None
 
     for _, _, _, spec in runs:  # the datasets, once each (identical ones are shared by the cache)
         if spec.component("dataset") is not None:
             Run(spec, runs_dir=args.runs_dir, fresh=False).execute(until="dataset")
     common = [*(["--profile", args.profile] if args.profile else []),
               *(part for value in args.set or [] for part in ("--set", value)),
-              "--runs-dir", str(args.runs_dir or default_runs_dir())]
+              "--runs-dir", str(Path(args.runs_dir or default_runs_dir()).resolve())]
     jobs = [Job(label or "", [*common, *(["--variant", variant] if variant else []),
                               *(part for value in overrides for part in ("--set", value))])
             for label, variant, overrides, _ in runs]
-    on_cpu = all(spec.spec.device == "cpu" for *_, spec in runs)
-    gpus = 0 if on_cpu else torch.cuda.device_count()
-    concurrency = args.jobs or (gpus or available_cores())
     before = [part for name in args.disable or [] for part in ("--disable", name)]
     name = runs[0][3].spec.name
     digest = hashlib.sha256("".join(job.label for job in jobs).encode()).hexdigest()[:8]
-    log_dir = Path(args.runs_dir or default_runs_dir()) / name / f"jobs-{digest}"
+    log_dir = Path(args.runs_dir or default_runs_dir()).resolve() / name / f"jobs-{digest}"
+    if options is not None:
+        from ._submitit import submit_jobs
+
+        # jobs on this machine (the local executor) share its cores; a cluster gives each its own
+        threads = {} if options.executor == "slurm" else {
+            variable: str(max(1, available_cores() // len(jobs))) for variable in SINGLE_THREAD_ENV}
+        return submit_jobs(Path(args.spec).resolve(), jobs, before, options, log_dir, threads)
+    on_cpu = all(spec.spec.device == "cpu" for *_, spec in runs)
+    gpus = 0 if on_cpu else torch.cuda.device_count()
+    concurrency = args.jobs or (gpus or available_cores())
     console.print(f"{len(jobs)} jobs, {concurrency} at a time, "
                   f"{'one GPU each' if gpus else 'each on its share of the cores'}", highlight=False)
     return run_jobs(Path(args.spec), jobs, before, concurrency, gpus, log_dir)
@@ -479,9 +513,14 @@ def build_parser(registry: PluginRegistry | None = None) -> argparse.ArgumentPar
     add_spec_arguments(run)
     run.add_argument("--print", action="store_true", help="print the resolved spec and exit")
     run.add_argument("--variant", default=None, help="run only this one of the spec's variants")
-    run.add_argument("--launcher", choices=["here", "local"], default="here",
+    run.add_argument("--launcher", choices=["here", "local", "submitit"], default="here",
                      help="here: the variants one after another in this process (default); local: "
-                          "each as its own process, --jobs at a time, on its own GPU or share of the cores")
+                          "each as its own process, --jobs at a time, on its own GPU or share of the cores; "
+                          "submitit: each as a job of one Slurm array (or submitit's local executor), with "
+                          "the spec's launcher block and --launcher-option (docs/cluster.md)")
+    run.add_argument("--launcher-option", action="append", metavar="KEY=VALUE",
+                     help="with --launcher submitit: a launcher setting (partition, gpus_per_job, processes, "
+                          "timeout_min, ...; repeatable), over the spec's launcher block")
     run.add_argument("--jobs", type=int_between(1, 4096), default=None, metavar="N",
                      help="with --launcher local: jobs at a time (default: the GPUs, or the cores)")
     run.add_argument("--record", type=Path, default=None, help=argparse.SUPPRESS)

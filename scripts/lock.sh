@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Refresh requirements.lock: resolve pyproject.toml's dependencies (with the test
-# and gamm extras) and the build tools in scripts/build-requirements.in to the
+# Refresh requirements.lock: resolve pyproject.toml's dependencies (with the test,
+# gamm and cluster extras) and the build tools in scripts/build-requirements.in to the
 # newest versions the registry serves today, for every platform and every Python
 # wavelens supports, with hashes. Run it deliberately (`make lock`), then run the
 # suite on the new lock before committing it (docs/environment.md).
@@ -16,7 +16,7 @@ fi
 # uv reads no pip configuration (extra indexes, find-links, constraints of this
 # machine): the lock describes what the default index serves to everyone.
 "$tools/bin/uv" pip compile pyproject.toml scripts/build-requirements.in \
-  --extra test --extra gamm \
+  --extra test --extra gamm --extra cluster \
   --universal --python-version 3.10 \
   --generate-hashes \
   --custom-compile-command "make lock" \
