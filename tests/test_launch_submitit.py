@@ -15,7 +15,7 @@ from wavelens.host import load_spec
 
 pytest.importorskip("submitit")
 
-from test_spec import LAUNCH_SPEC, _compared  # noqa: E402
+from test_spec import LAUNCH_SPEC, RESUME_SPEC, _compared  # noqa: E402
 
 LOCAL = ["--launcher", "submitit", "--launcher-option", "executor=local"]
 
@@ -54,30 +54,21 @@ def test_a_sweep_runs_its_grid_as_jobs_and_an_invalid_cell_submits_nothing(write
     assert not bad_dir.exists()  # nothing prepared, nothing submitted
 
 
-LONG_SPEC = """
-    spec_version: 1
-    name: long-demo
-    device: cpu
-    seed: 3
-    data: {plugin: tones, params: {n_train: 32, n_test: 16}}
-    model: {plugin: tiny_cnn, params: {channels: [4]}}
-    train: {steps: 6000, batch_size: 8, checkpoint_every: 100, log_every: 1000}
-    metrics: [{plugin: accuracy}]
-    """
-
-
 def test_a_job_that_runs_out_of_time_checkpoints_is_requeued_and_resumes(write_spec, tmp_path):
-    """submitit's local executor signals the job (SIGUSR2) 55 s before its 1-minute
+    """submitit's local executor signals the job (SIGUSR2) 45 s before its 1-minute
     limit, as Slurm does before a time limit or a pre-emption: the run in it saves a
-    checkpoint and stops, the job is submitted again, and its run resumes there."""
-    path = write_spec(LONG_SPEC)
+    checkpoint and stops, the job is submitted again, and its run resumes there (and
+    again, until it is done)."""
+    path = write_spec(RESUME_SPEC.split("    variants:")[0])  # one run
     runs_dir = tmp_path / "runs"
+    # Each attempt trains ~12 s (6,000 steps take ~25 s here); requeued until done, which
+    # submitit's local controller allows 6 times.
     assert main(["run", str(path), "--runs-dir", str(runs_dir), *LOCAL, "--launcher-option", "timeout_min=1",
-                 "--launcher-option", "signal_delay_s=55"]) == 0
-    (run,) = _runs(runs_dir / "long-demo")
+                 "--launcher-option", "signal_delay_s=45", "--launcher-option", "requeues=6"]) == 0
+    (run,) = _runs(runs_dir / "resume-demo")
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     assert (run / "stages" / "model" / "checkpoints" / "ckpt-000006000.pt").is_file()
-    (folder,) = (runs_dir / "long-demo").glob("jobs-*/submitit")
+    (folder,) = (runs_dir / "resume-demo").glob("jobs-*/submitit")
     submitit_log = "".join(p.read_text() for p in folder.glob("*_log.out"))
     run_log = "".join(p.read_text() for p in folder.glob("*_log.err"))
     assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log

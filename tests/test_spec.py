@@ -596,3 +596,53 @@ def test_a_failed_job_is_listed_in_the_comparison_not_left_out(write_spec, tmp_p
     assert "Not in the table: 1 variant(s) failed." in text and "- `c`: exit status" in text
     assert json.loads(next(experiment.glob("variants-*/table.json")).read_text())["failed"]["c"]
     assert "boom at run time" in next(experiment.glob("jobs-*/c.log")).read_text()
+
+
+# Long enough to be stopped after its first checkpoints (6,000 steps, one every 100).
+RESUME_SPEC = """
+    spec_version: 1
+    name: resume-demo
+    device: cpu
+    seed: 3
+    data: {plugin: tones, params: {n_train: 32, n_test: 16}}
+    model: {plugin: tiny_cnn, params: {channels: [4]}}
+    train: {steps: 6000, batch_size: 8, checkpoint_every: 100, log_every: 1000}
+    metrics: [{plugin: accuracy}]
+    variants:
+      a: {}
+      b: {seed: 4}
+    """
+
+
+def test_an_interrupted_local_launch_resumes_every_job_when_run_again(write_spec, tmp_path):
+    """Ctrl-C stops the launcher's jobs, each saving a checkpoint; the same command
+    then resumes each run from it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    path = write_spec(RESUME_SPEC)
+    runs_dir = tmp_path / "runs"
+    command = [sys.executable, "-m", "wavelens.cli", "run", str(path), "--runs-dir", str(runs_dir),
+               "--launcher", "local", "--jobs", "2"]
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        experiment = runs_dir / "resume-demo"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and len(
+                {p.parts[-5] for p in experiment.glob("*/stages/model.partial/checkpoints/*.pt")}) < 2:
+            time.sleep(0.2)
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=300) != 0
+    assert "the same command resumes" in (tmp_path / "first.log").read_text()
+    assert main(["run", str(path), "--runs-dir", str(runs_dir), "--launcher", "local", "--jobs", "2"]) == 0
+    for label in ("a", "b"):
+        log = " ".join(next(experiment.glob(f"jobs-*/{label}.log")).read_text().split())
+        step = int(log.split("resuming training at step ")[1].split()[0])
+        assert 0 < step < 6000
+    runs = [p for p in experiment.iterdir() if p.name[:1].isdigit()]
+    assert len(runs) == 2
+    assert all(json.loads((run / "run.json").read_text())["status"] == "complete" for run in runs)
