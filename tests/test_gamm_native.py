@@ -202,3 +202,19 @@ def test_mgcvs_simultaneous_multipliers_equal_the_native_ones_within_monte_carlo
         fit = backend_named(name).fit(prepared, params, 0.5, True, logging.getLogger("test"))
         crits[name] = fit.curves.groupby("level")["crit"].first()
     np.testing.assert_allclose(crits["native"], crits["mgcv"], rtol=0.02)
+
+
+def test_the_auto_backend_is_native_where_r_cannot_run(tmp_path, monkeypatch, capsys):
+    from wavelens.cli import main
+    from wavelens.plugins.gamm.backends.mgcv import MgcvBackend
+
+    from conftest import REPO
+
+    monkeypatch.setattr(MgcvBackend, "available", lambda self: "Rscript is not on the PATH")
+    table, _ = simulate(20, seed=5, words=["ask", "wash"])
+    path = tmp_path / "values.csv"
+    table.to_csv(path, index=False)
+    assert main(["stats", "fit", str(path), "--spec", str(REPO / "specs" / "gamm_table.yaml")]) == 0
+    result = json.loads((tmp_path / "values-stats" / "statistics.0" / "result.json").read_text())
+    assert result["meta"]["backend"] == "native" and result["meta"]["n_tokens"] == 20
+    assert "backend auto → native" in capsys.readouterr().err
