@@ -68,6 +68,10 @@ CASES: dict[str, dict[str, Any]] = {
         "params": {"rho": 0.3},
         "tolerance": RANK_NOISE,
     },
+    "no_random": {  # without the fs term X'X has full rank
+        "data": {"n_tokens": 60, "seed": 1},
+        "params": {"rho": 0.5, "random_smooths": False},
+    },
     "tokens_200": {"data": {"n_tokens": 200, "seed": 8}, "params": {"rho": 0.6}},
 }
 
@@ -87,7 +91,8 @@ def fit_case(name: str, backend: str):
     table, _ = simulate(**case["data"])
     params = params_for(case, backend)
     prepared = prepare(table, params)
-    fit = backend_named(backend).fit(prepared, params, params.rho, True, logging.getLogger("gamm_reference"))
+    fit = backend_named(backend).fit(prepared, params, params.rho, params.random_smooths,
+                                     logging.getLogger("gamm_reference"))
     return prepared, fit
 
 

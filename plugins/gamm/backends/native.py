@@ -111,7 +111,8 @@ class NativeModel:
         self.start = data["start"].to_numpy(bool)
         self.token_codes, self.token_rows = _token_rows(data["token"].to_numpy())
         self.warnings: list[str] = []
-        if params.coding == "difference":
+        if params.coding == "difference" and random:
+            # gam.side: s(time) and the fs term (whose dim mgcv leaves at 1) share "time"
             self.warnings.append("model has repeated 1-d smooths of same variable.")
         self._build()
 
