@@ -4,6 +4,7 @@ its local executor (the same code path as Slurm's, without a cluster)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -54,27 +55,54 @@ def test_a_sweep_runs_its_grid_as_jobs_and_an_invalid_cell_submits_nothing(write
     assert not bad_dir.exists()  # nothing prepared, nothing submitted
 
 
-def test_a_job_that_runs_out_of_time_checkpoints_is_requeued_and_resumes(write_spec, tmp_path):
-    """submitit's local executor signals the job (SIGUSR2) 45 s before its 1-minute
-    limit, as Slurm does before a time limit or a pre-emption: the run in it saves a
-    checkpoint and stops, the job is submitted again, and its run resumes there (and
-    again, until it is done)."""
+def _submitit_tasks(folder: Path) -> list[int]:
+    """PIDs of the processes running submitit jobs whose logs go to ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if "submitit.core._submit" in command and str(folder) in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process in /proc")
+def test_a_preempted_job_checkpoints_is_requeued_and_resumes(write_spec, tmp_path):
+    """The job is sent SIGUSR2, as Slurm signals a pre-emption or a near time limit,
+    after its run's first checkpoint: the run saves a checkpoint and stops, submitit
+    requeues the job, and the run resumes from that checkpoint and completes."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO
+
     path = write_spec(RESUME_SPEC.split("    variants:")[0])  # one run
     runs_dir = tmp_path / "runs"
-    # Each attempt trains ~12 s (6,000 steps take ~25 s here); requeued until done, which
-    # submitit's local controller allows 6 times.
-    assert main(["run", str(path), "--runs-dir", str(runs_dir), *LOCAL, "--launcher-option", "timeout_min=1",
-                 "--launcher-option", "signal_delay_s=45", "--launcher-option", "requeues=6"]) == 0
-    (run,) = _runs(runs_dir / "resume-demo")
+    command = [sys.executable, "-m", "wavelens.cli", "run", str(path), "--runs-dir", str(runs_dir), *LOCAL]
+    experiment = runs_dir / "resume-demo"
+    with (tmp_path / "launcher.log").open("w") as log:
+        launcher = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(
+                experiment.glob("*/stages/model.partial/checkpoints/*.pt")):
+            time.sleep(0.1)
+        (folder,) = experiment.glob("jobs-*/submitit")
+        tasks = _submitit_tasks(folder)
+        assert len(tasks) == 1
+        os.kill(tasks[0], signal.SIGUSR2)
+        assert launcher.wait(timeout=600) == 0, (tmp_path / "launcher.log").read_text()[-3000:]
+    (run,) = [p for p in experiment.iterdir() if p.name[:1].isdigit()]
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     assert (run / "stages" / "model" / "checkpoints" / "ckpt-000006000.pt").is_file()
-    (folder,) = (runs_dir / "resume-demo").glob("jobs-*/submitit")
     submitit_log = "".join(p.read_text() for p in folder.glob("*_log.out"))
-    run_log = "".join(p.read_text() for p in folder.glob("*_log.err"))
+    run_log = " ".join("".join(p.read_text() for p in folder.glob("*_log.err")).split())
     assert "Caught signal SIGUSR2" in submitit_log and "Requeued job" in submitit_log
     stopped = int(run_log.split("SIGTERM at step ")[1].split(";")[0])
     assert 0 < stopped < 6000
-    assert f"resuming training at step {stopped} of 6000" in " ".join(run_log.split())
+    assert f"resuming training at step {stopped} of 6000" in run_log
 
 
 def test_launcher_settings_come_from_the_spec_and_the_command_line_and_are_checked(write_spec, tmp_path):
