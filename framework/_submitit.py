@@ -38,7 +38,7 @@ except ImportError:  # the launcher says what to install when asked for
     submitit = None
     Checkpointable = object
 
-__all__ = ["CommandJob", "submit_jobs"]
+__all__ = ["CommandJob", "executor_kind", "submit_jobs"]
 
 INSTALL = "the submitit launcher needs submitit: pip install 'wavelens[cluster]' (or pip install submitit)"
 
@@ -92,13 +92,16 @@ def _reap(pid: int, seconds: float) -> None:
     os.waitpid(pid, 0)
 
 
+def executor_kind(options: LauncherSpec) -> str:
+    """``slurm`` or ``local``: ``auto`` is Slurm where ``sbatch`` is on the PATH."""
+    if options.executor == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    return options.executor
+
+
 def _executor(options: LauncherSpec, folder: Path, name: str, jobs: int):
-    """submitit's Slurm executor (``executor: slurm``, or ``auto`` where ``sbatch`` is
-    on the PATH) or its local one, with the launcher's settings."""
-    cluster = options.executor
-    if cluster == "auto":
-        cluster = "slurm" if shutil.which("sbatch") else "local"
-    if cluster == "local":
+    """submitit's Slurm executor or its local one, with the launcher's settings."""
+    if executor_kind(options) == "local":
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=options.requeues)
         executor.update_parameters(timeout_min=options.timeout_min, signal_delay_s=options.signal_delay_s,
                                    gpus_per_node=options.gpus_per_job, nodes=1, tasks_per_node=1)

@@ -372,10 +372,10 @@ def _launch(args: argparse.Namespace, runs: list, resolved) -> tuple[dict[str, P
     digest = hashlib.sha256("".join(job.label for job in jobs).encode()).hexdigest()[:8]
     log_dir = Path(args.runs_dir or default_runs_dir()).resolve() / name / f"jobs-{digest}"
     if options is not None:
-        from ._submitit import submit_jobs
+        from ._submitit import executor_kind, submit_jobs
 
         # jobs on this machine (the local executor) share its cores; a cluster gives each its own
-        threads = {} if options.executor == "slurm" else {
+        threads = {} if executor_kind(options) == "slurm" else {
             variable: str(max(1, available_cores() // len(jobs))) for variable in SINGLE_THREAD_ENV}
         return submit_jobs(Path(args.spec).resolve(), jobs, before, options, log_dir, threads)
     on_cpu = all(spec.spec.device == "cpu" for *_, spec in runs)

@@ -143,3 +143,16 @@ def test_launcher_options_need_the_submitit_launcher(write_spec, tmp_path, capsy
     path = write_spec(LAUNCH_SPEC)
     assert main(["run", str(path), "--runs-dir", str(tmp_path), "--launcher-option", "partition=gpu"]) != 0
     assert "--launcher-option is for --launcher submitit" in capsys.readouterr().err
+
+
+def test_auto_is_slurm_where_sbatch_is_found_and_only_there(monkeypatch):
+    import wavelens._submitit as launcher
+    from wavelens._spec import LauncherSpec
+
+    found = {"sbatch": "/usr/bin/sbatch"}
+    monkeypatch.setattr(launcher.shutil, "which", found.get)
+    assert launcher.executor_kind(LauncherSpec()) == "slurm"
+    assert launcher.executor_kind(LauncherSpec(executor="local")) == "local"
+    monkeypatch.setattr(launcher.shutil, "which", lambda name: None)
+    assert launcher.executor_kind(LauncherSpec()) == "local"
+    assert launcher.executor_kind(LauncherSpec(executor="slurm")) == "slurm"
