@@ -36,6 +36,11 @@ class Job:
     label: str
     arguments: list[str]
 
+    @property
+    def file_stem(self) -> str:
+        """The label as a file name (its log and record)."""
+        return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in self.label)
+
 
 def slots(jobs: int, gpus: int) -> list[dict]:
     """What each of ``jobs`` concurrent jobs gets: a GPU of ``gpus`` (round robin), or
@@ -80,7 +85,7 @@ def run_jobs(spec: Path, jobs: Sequence[Job], before: list[str], concurrency: in
     running: dict[str, tuple[subprocess.Popen, dict, Path, float, object]] = {}
     directories: dict[str, Path] = {}
     failed: dict[str, str] = {}
-    safe = {job.label: "".join(c if c.isalnum() or c in "-_.=" else "_" for c in job.label) for job in jobs}
+    safe = {job.label: job.file_stem for job in jobs}
     try:
         while pending or running:
             while pending and free:

@@ -139,11 +139,10 @@ def submit_jobs(spec: Path, jobs: Sequence[Job], before: list[str], options: Lau
     log_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(options.folder) if options.folder else log_dir / "submitit"
     executor = _executor(options, folder, spec.stem, len(jobs))
-    safe = {job.label: "".join(c if c.isalnum() or c in "-_.=" else "_" for c in job.label) for job in jobs}
     submitted = []
     with executor.batch():
         for job in jobs:
-            record = log_dir / f"{safe[job.label]}.json"
+            record = log_dir / f"{job.file_stem}.json"
             record.unlink(missing_ok=True)
             command = job_command(spec, job, before, record, options.processes)
             submitted.append((job.label, executor.submit(CommandJob(command, environment, str(record)))))

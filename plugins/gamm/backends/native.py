@@ -23,10 +23,10 @@ import pandas as pd
 from scipy import linalg, special
 
 from ..model import BackendFit, GammParams, Prepared, acf1
-from .base import GammBackend, _curves_from, _parametric_names, _smooth_names
+from .base import GammBackend, _curves_from, _parametric_names, _smooth_names, _t_rows
 from .davies import psum_chisq
 from .native_basis import centred, discretised, factor_smooth_base, padded_rows, thin_plate
-from .native_fit import Penalty, Problem, fit_like_bam, log_det_penalty, stacked_cross
+from .native_fit import Penalty, Problem, _sym, fit_like_bam, log_det_penalty, stacked_cross
 
 MGCV_VERSION = "1.8-41"  # the mgcv whose sources this follows and whose tables the tests hold
 
@@ -283,15 +283,9 @@ class NativeModel:
 
     # --- the summary ---------------------------------------------------------------
     def summary(self, random_test: bool = True) -> tuple[list[dict], list[dict]]:
-        se = np.sqrt(np.diag(self.vp))
         k = self.n_parametric
-        stat = self.beta_p[:k] / se[:k]
-        p = 2 * special.stdtr(self.residual_df, -np.abs(stat))
-        parametric = [
-            {"term": name, "estimate": float(b), "se": float(s), "stat": float(t), "stat_type": "t",
-             "df": float(self.residual_df), "p": float(q)}
-            for name, b, s, t, q in zip(self.parametric_names, self.beta_p[:k], se[:k], stat, p, strict=True)
-        ]
+        parametric = _t_rows(self.prepared, self.parametric_names, self.beta_p[:k],
+                             np.sqrt(np.diag(self.vp))[:k], self.residual_df)
         smooths = []
         for term, kind, _, block in self.fixed_terms:
             xx = self.problem.xx_pp[block, block]
@@ -437,10 +431,6 @@ def test_stat(beta: np.ndarray, r: np.ndarray, v: np.ndarray, rank: float, res_d
     if pval > 1:
         pval = (special.fdtrc(rank1, res_df, d / rank1) + special.fdtrc(rank1, res_df, d1 / rank1)) / 2
     return d, min(1.0, pval), rank
-
-
-def _sym(a: np.ndarray) -> np.ndarray:
-    return (a + a.T) / 2
 
 
 def _token_rows(tokens: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -77,7 +77,6 @@ class Problem:
 class Solution:
     """H factorised at one set of smoothing parameters, and what follows from it."""
 
-    lam: np.ndarray
     s_p: np.ndarray  # the fixed part's total penalty
     s_f: np.ndarray  # each token's fs penalty (q, q)
     d_inv: np.ndarray  # (tokens, q, q)
@@ -130,7 +129,7 @@ def solve(problem: Problem, lam: np.ndarray) -> Solution:
         beta_f = np.zeros((0, q))
     log_det_h = log_det_d + 2 * np.sum(np.log(np.diag(factor[0])))
     rss_bsb = problem.yy - beta_p @ problem.xy_p - np.sum(beta_f * problem.xy_f)
-    return Solution(lam, s_p, s_f, d_inv, e, _sym(schur_inv), beta_p, beta_f, log_det_h, rss_bsb)
+    return Solution(s_p, s_f, d_inv, e, _sym(schur_inv), beta_p, beta_f, log_det_h, rss_bsb)
 
 
 def apply_h_inv(sol: Solution, problem: Problem, g_p: np.ndarray, g_f: np.ndarray):
